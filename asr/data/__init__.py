@@ -1,0 +1,1 @@
+"""Data layer: manifests (what), sampler (which, in what order), dataset (read one batch)."""

@@ -1,0 +1,83 @@
+"""LibriSpeech-style text normalization and the character tokenizer (blank = 0).
+
+The same `normalize` is used to build training targets and to score hypotheses, so the
+scoring never rewards or punishes a formatting difference the model cannot learn.
+"""
+from __future__ import annotations
+
+import json
+import re
+import string
+import unicodedata
+from dataclasses import dataclass, field
+from pathlib import Path
+
+BLANK = "<blank>"
+_QUOTES = {"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'"}
+_KEEP = set(string.ascii_uppercase + "' ")
+
+
+def normalize(text: str) -> str:
+    """Upper-case, fold accents and curly quotes, keep A-Z, apostrophe and space, collapse whitespace.
+
+    Hyphens and other punctuation become spaces ("well-known" -> "WELL KNOWN"), the LibriSpeech convention.
+    """
+    text = unicodedata.normalize("NFKD", text)
+    text = "".join(_QUOTES.get(ch, ch) for ch in text if not unicodedata.combining(ch))
+    text = text.upper()
+    text = "".join(ch if ch in _KEEP else " " for ch in text)
+    # Apostrophes that do not sit inside a word ("'TWAS" is kept, "DOGS' " -> "DOGS'", " ' " dropped).
+    text = re.sub(r"(?<![A-Z])'(?![A-Z])", " ", text)
+    return " ".join(text.split())
+
+
+@dataclass
+class CharTokenizer:
+    """Characters to ids and back. Index 0 is the CTC blank; space is a token (word boundary)."""
+
+    vocab: list[str] = field(default_factory=lambda: [BLANK, " ", "'", *string.ascii_uppercase])
+
+    def __post_init__(self) -> None:
+        if not self.vocab or self.vocab[0] != BLANK:
+            raise ValueError(f"vocabulary must start with the blank symbol {BLANK!r}, got {self.vocab[:3]!r}")
+        if len(set(self.vocab)) != len(self.vocab):
+            raise ValueError("vocabulary has duplicate symbols")
+        self._index = {tok: i for i, tok in enumerate(self.vocab)}
+
+    @property
+    def size(self) -> int:
+        """C: number of output classes including the blank."""
+        return len(self.vocab)
+
+    @property
+    def blank(self) -> int:
+        return 0
+
+    def unknown_chars(self, text: str) -> set[str]:
+        """Characters of `text` that have no id (the doctor reports them)."""
+        return {ch for ch in text if ch not in self._index}
+
+    def encode(self, text: str) -> list[int]:
+        """Ids of an already-normalized transcript; raises ValueError naming unknown characters."""
+        missing = self.unknown_chars(text)
+        if missing:
+            raise ValueError(f"characters {sorted(missing)!r} are not in the vocabulary; normalize the text first")
+        return [self._index[ch] for ch in text]
+
+    def decode(self, ids) -> str:
+        """Ids (blank ids are skipped, no repeat collapsing) -> text."""
+        return "".join(self.vocab[int(i)] for i in ids if int(i) != 0)
+
+    def to_dict(self) -> dict:
+        return {"vocab": list(self.vocab)}
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CharTokenizer":
+        return cls(vocab=list(d["vocab"]))
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
+
+    @classmethod
+    def load(cls, path: str | Path) -> "CharTokenizer":
+        return cls.from_dict(json.loads(Path(path).read_text()))
