@@ -1,0 +1,152 @@
+"""Self-describing checkpoints, written atomically, loaded with `weights_only=True`.
+
+A checkpoint holds everything `asr-eval checkpoint=PATH` and an exact resume need: weights, optimizer,
+scheduler, grad scaler, sampler position, RNG states, step/epoch, the full config, the vocabulary, the
+feature parameters and package versions. Everything in it is a tensor or a plain Python container, so
+loading never unpickles arbitrary objects (`torch.load(..., weights_only=True)`).
+"""
+from __future__ import annotations
+
+import logging
+import os
+import random
+import re
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from asr.errors import UserError
+
+log = logging.getLogger(__name__)
+
+FORMAT_VERSION = 1
+_STEP_FILE = re.compile(r"^step-(\d{8})\.pt$")
+
+
+class CheckpointError(UserError):
+    """A checkpoint is missing, corrupt or from an incompatible version; names the file."""
+
+
+def versions() -> dict[str, str]:
+    import torchaudio
+
+    import asr
+    return {"asr": asr.__version__, "torch": torch.__version__, "torchaudio": torchaudio.__version__,
+            "python": ".".join(map(str, __import__("sys").version_info[:3]))}
+
+
+def rng_state() -> dict[str, Any]:
+    """Python, NumPy and torch (CPU + CUDA) RNG states as weights_only-safe values."""
+    np_state = np.random.get_state()
+    state = {"python": list(random.getstate()[1]) + [random.getstate()[2] or 0],
+             "python_version": random.getstate()[0],
+             "numpy": {"keys": torch.from_numpy(np_state[1].astype(np.int64)), "pos": int(np_state[2]),
+                       "has_gauss": int(np_state[3]), "gauss": float(np_state[4])},
+             "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    py = state["python"]
+    random.setstate((state["python_version"], tuple(py[:-1]), py[-1] or None))
+    n = state["numpy"]
+    np.random.set_state(("MT19937", n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available() and len(state["cuda"]) == torch.cuda.device_count():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
+    """torch.save to a temp file in the same folder, fsync, rename: a crash never leaves a half file."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            torch.save(obj, f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
+    """Load a checkpoint safely; raises CheckpointError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint not found: {path}")
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"cannot load checkpoint {path} (corrupt or not a checkpoint): "
+                              f"{str(exc).splitlines()[0]}") from None
+    if not isinstance(ckpt, dict) or ckpt.get("format_version") != FORMAT_VERSION:
+        raise CheckpointError(f"{path} is not an asr checkpoint of format {FORMAT_VERSION}")
+    return ckpt
+
+
+def step_path(ckpt_dir: str | Path, step: int) -> Path:
+    return Path(ckpt_dir) / f"step-{step:08d}.pt"
+
+
+def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
+    """Complete rolling checkpoints, oldest first (temp files never match)."""
+    d = Path(ckpt_dir)
+    if not d.is_dir():
+        return []
+    return sorted(p for p in d.iterdir() if _STEP_FILE.match(p.name))
+
+
+def latest_loadable(ckpt_dir: str | Path, map_location="cpu") -> tuple[Path, dict[str, Any]] | None:
+    """Newest checkpoint that loads; a corrupt newest one is skipped with a warning, not fatal."""
+    for path in reversed(list_checkpoints(ckpt_dir)):
+        try:
+            return path, load(path, map_location)
+        except CheckpointError as exc:
+            log.warning("skipping unusable checkpoint: %s", exc)
+    return None
+
+
+def prune(ckpt_dir: str | Path, keep_last: int) -> None:
+    for path in list_checkpoints(ckpt_dir)[:-keep_last]:
+        path.unlink(missing_ok=True)
+
+
+def mark_best(path: str | Path) -> Path:
+    """Copy a rolling checkpoint to best.pt atomically (copy + rename, so best.pt is never half-written)."""
+    path = Path(path)
+    best = path.parent / "best.pt"
+    tmp = path.parent / ".best.pt.tmp"
+    shutil.copyfile(path, tmp)
+    os.replace(tmp, best)
+    return best
+
+
+def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
+    """Element-wise mean of the model weights of several checkpoints (integer buffers from the last one)."""
+    if not paths:
+        raise CheckpointError("no checkpoints to average")
+    avg: dict[str, torch.Tensor] = {}
+    for p in paths:
+        sd = load(p)["model"]
+        for k, v in sd.items():
+            if v.is_floating_point():
+                avg[k] = avg.get(k, torch.zeros_like(v, dtype=torch.float64)) + v.double()
+            else:
+                avg[k] = v.clone()
+    ref = load(paths[-1])["model"]
+    return {k: (v / len(paths)).to(ref[k].dtype) if ref[k].is_floating_point() else v for k, v in avg.items()}

@@ -1,0 +1,75 @@
+"""TensorBoard: every tag in one place (`split/metric`), plus the images a person wants to look at.
+
+Only rank 0 holds a writer; other ranks get `None` and every function here accepts that.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from torch.utils.tensorboard import SummaryWriter  # noqa: E402
+
+TRAIN_LOSS = "train/loss"
+TRAIN_LR = "train/lr"
+TRAIN_GRAD_NORM = "train/grad_norm"
+TRAIN_SKIPPED = "train/skipped_steps"
+TRAIN_ZEROED = "train/zeroed_utterances"
+TRAIN_UTT_PER_S = "train/utterances_per_s"
+TRAIN_AUDIO_PER_S = "train/audio_seconds_per_s"
+TRAIN_PADDING = "train/padding_ratio"
+TRAIN_DATA_WAIT = "train/data_wait_fraction"
+
+
+def dev_tag(split: str, metric: str) -> str:
+    """`dev-clean/wer_greedy`, `dev/loss`, ... (metrics: loss, wer_greedy, cer_greedy, blank_ratio)."""
+    return f"{split}/{metric}"
+
+
+def open_writer(run_dir: str | Path, enabled: bool) -> Optional[SummaryWriter]:
+    return SummaryWriter(log_dir=str(Path(run_dir) / "tb")) if enabled else None
+
+
+def scalars(writer: Optional[SummaryWriter], values: dict[str, float], step: int) -> None:
+    if writer is None:
+        return
+    for tag, value in values.items():
+        writer.add_scalar(tag, value, step)
+
+
+def _figure(feats: np.ndarray, post: np.ndarray, vocab: list[str], title: str):
+    """Spectrogram (F x T) above the CTC posteriorgram (C x T'), time on the x-axis of both."""
+    fig, (a, b) = plt.subplots(2, 1, figsize=(10, 6), constrained_layout=True)
+    a.imshow(feats.T, origin="lower", aspect="auto", cmap="magma")
+    a.set_title(f"{title}: log-mel spectrogram")
+    a.set_ylabel("mel bin")
+    b.imshow(post.T, origin="lower", aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
+    b.set_yticks(range(len(vocab)))
+    b.set_yticklabels(["_" if t == "<blank>" else ("|" if t == " " else t) for t in vocab], fontsize=6)
+    b.set_title("CTC posteriors (blank = _, space = |)")
+    b.set_xlabel("output frame")
+    return fig
+
+
+def utterance_images(writer: Optional[SummaryWriter], tag: str, feats: torch.Tensor, log_probs: torch.Tensor,
+                     vocab: list[str], step: int, title: str) -> None:
+    """feats (T, F) and log_probs (T', C) of one utterance, valid frames only."""
+    if writer is None:
+        return
+    fig = _figure(feats.float().cpu().numpy(), log_probs.float().exp().cpu().numpy(), vocab, title)
+    writer.add_figure(tag, fig, step)
+    plt.close(fig)
+
+
+def text(writer: Optional[SummaryWriter], tag: str, rows: list[tuple[str, str, str]], step: int) -> None:
+    """A markdown table of (id, reference, hypothesis)."""
+    if writer is None:
+        return
+    md = "| id | reference | hypothesis |\n|---|---|---|\n" + "\n".join(
+        f"| {i} | {r} | {h} |" for i, r, h in rows)
+    writer.add_text(tag, md, step)
