@@ -1,0 +1,91 @@
+"""SpecAugment (train-only, seeded, inside valid frames), speed perturbation and noise."""
+from __future__ import annotations
+
+import pytest
+import torch
+
+from asr.augment import SpecAugment, add_noise, speed_perturb
+from asr.config import AugmentConfig
+from conftest import tone
+
+
+def _batch(lengths=(100, 60, 30), F=40, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    T = max(lengths)
+    feats = torch.randn(len(lengths), T, F, generator=g) + 3.0  # offset: no real value is exactly 0
+    lengths = torch.tensor(lengths)
+    feats[torch.arange(T)[None, :] >= lengths[:, None]] = 0.0
+    return feats, lengths
+
+
+def test_eval_mode_is_identity():
+    feats, lengths = _batch()
+    aug = SpecAugment(AugmentConfig(freq_masks=3, time_masks=3)).eval()
+    assert aug(feats, lengths, torch.Generator().manual_seed(0)) is feats
+    off = SpecAugment(AugmentConfig(spec_augment=False)).train()
+    assert torch.equal(off(feats, lengths), feats)
+
+
+def test_masks_stay_in_valid_frames_and_respect_widths():
+    cfg = AugmentConfig(freq_masks=2, freq_mask_width=10, time_masks=2, time_mask_max_frac=0.2)
+    aug = SpecAugment(cfg).train()
+    feats, lengths = _batch()
+    g = torch.Generator().manual_seed(1)
+    masked_any = False
+    for _ in range(20):
+        out = aug(feats, lengths, g)
+        assert torch.equal(feats, _batch()[0])  # input untouched
+        zero = (out == 0) & (feats != 0)  # cells the augmentation zeroed
+        for b, n in enumerate(lengths.tolist()):
+            assert torch.equal(out[b, n:], feats[b, n:])  # padding untouched
+            z = zero[b, :n]
+            full_rows = z.all(dim=1)  # time-masked frames
+            full_cols = z.all(dim=0)  # frequency-masked bins
+            # every zeroed cell is explained by a whole masked frame or a whole masked bin
+            assert torch.equal(z, full_rows[:, None] | full_cols[None, :])
+            # (masks of at most 2 x 20% of the frames and 2 x 10 of the 40 bins never cover everything)
+            assert int(full_rows.sum()) <= cfg.time_masks * int(n * cfg.time_mask_max_frac)
+            assert int(full_cols.sum()) <= cfg.freq_masks * cfg.freq_mask_width
+            masked_any |= bool(z.any())
+        assert out.shape == feats.shape
+    assert masked_any
+
+
+def test_deterministic_with_the_same_generator():
+    aug = SpecAugment(AugmentConfig(freq_masks=2, time_masks=2, time_mask_max_frac=0.1)).train()
+    feats, lengths = _batch()
+    a = aug(feats, lengths, torch.Generator().manual_seed(42))
+    b = aug(feats, lengths, torch.Generator().manual_seed(42))
+    c = aug(feats, lengths, torch.Generator().manual_seed(43))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+
+
+def test_zero_length_and_empty_batches():
+    aug = SpecAugment().train()
+    feats, lengths = _batch(lengths=(5, 0))
+    out = aug(feats, lengths, torch.Generator().manual_seed(0))
+    assert torch.equal(out[1], feats[1])
+    empty = torch.zeros(0, 0, 80)
+    assert aug(empty, torch.zeros(0, dtype=torch.long)).shape == (0, 0, 80)
+
+
+@pytest.mark.parametrize("factor", [0.9, 1.1])
+def test_speed_perturb_changes_length_by_one_over_factor(factor):
+    wave = torch.from_numpy(tone(1.0, freq=300.0))
+    out = speed_perturb(wave, 16000, factor)
+    assert abs(out.numel() - wave.numel() / factor) <= 2
+    # Faster playback raises the pitch: the dominant frequency moves by the factor.
+    peak = lambda w: float(torch.fft.rfft(w).abs().argmax()) * 16000 / w.numel()  # noqa: E731
+    assert peak(out) == pytest.approx(300.0 * factor, rel=0.02)
+    assert speed_perturb(wave, 16000, 1.0) is wave
+
+
+def test_add_noise_hits_the_snr_and_is_seeded():
+    wave = torch.from_numpy(tone(1.0))
+    a = add_noise(wave, 10.0, torch.Generator().manual_seed(0))
+    b = add_noise(wave, 10.0, torch.Generator().manual_seed(0))
+    assert torch.equal(a, b)
+    snr = 10 * torch.log10(wave.pow(2).mean() / (a - wave).pow(2).mean())
+    assert float(snr) == pytest.approx(10.0, abs=0.3)
+    silence = torch.zeros(100)
+    assert torch.equal(add_noise(silence, 10.0), silence)
