@@ -1,0 +1,97 @@
+"""Corpus WER/CER with jiwer, and per-utterance error records.
+
+* Both references and hypotheses go through `asr.text.normalize` first -- the normalization that made the
+  training targets -- so a case or punctuation difference the model cannot learn is never an error.
+* Corpus rates are total errors / total reference length, not the mean of per-utterance rates (a short
+  utterance must not weigh as much as a long one).
+* CER counts the spaces between words as characters, as `jiwer.cer` does and as fits a model that emits a space
+  token: a missing word boundary is an error. The reference length for CER includes those spaces.
+* An empty reference is handled here, never passed to jiwer (jiwer before 4.0 raises on it): every hypothesis
+  word (character) is an insertion; an empty reference with an empty hypothesis is 0 errors.
+"""
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import jiwer
+
+from asr.text import normalize
+
+
+@dataclass(frozen=True)
+class ErrorCounts:
+    """Alignment counts against a reference of `ref_words` units (words for WER, characters for CER)."""
+
+    substitutions: int = 0
+    deletions: int = 0
+    insertions: int = 0
+    hits: int = 0
+    ref_words: int = 0  # reference length in units: hits + substitutions + deletions
+
+    @property
+    def errors(self) -> int:
+        return self.substitutions + self.deletions + self.insertions
+
+    @property
+    def wer(self) -> float:
+        """Error rate (the CER for character counts). With no reference units: 0.0 if no errors, else inf."""
+        if self.ref_words == 0:
+            return 0.0 if self.errors == 0 else math.inf
+        return self.errors / self.ref_words
+
+    rate = wer  # the same number, a name that reads right for character counts
+
+    def __add__(self, other: "ErrorCounts") -> "ErrorCounts":
+        return ErrorCounts(self.substitutions + other.substitutions, self.deletions + other.deletions,
+                           self.insertions + other.insertions, self.hits + other.hits,
+                           self.ref_words + other.ref_words)
+
+
+@dataclass(frozen=True)
+class UtteranceErrors:
+    """One utterance's normalized texts and its word and character error counts."""
+
+    id: str
+    reference: str  # normalized
+    hypothesis: str  # normalized
+    word: ErrorCounts
+    char: ErrorCounts
+
+
+def _counts(out) -> ErrorCounts:
+    return ErrorCounts(substitutions=out.substitutions, deletions=out.deletions, insertions=out.insertions,
+                       hits=out.hits, ref_words=out.hits + out.substitutions + out.deletions)
+
+
+def word_errors(reference: str, hypothesis: str) -> ErrorCounts:
+    """Word-level counts of two already-normalized strings."""
+    if not reference:
+        return ErrorCounts(insertions=len(hypothesis.split()))
+    return _counts(jiwer.process_words(reference, hypothesis))
+
+
+def char_errors(reference: str, hypothesis: str) -> ErrorCounts:
+    """Character-level counts (spaces included) of two already-normalized strings."""
+    if not reference:
+        return ErrorCounts(insertions=len(hypothesis))
+    return _counts(jiwer.process_characters(reference, hypothesis))
+
+
+def score(ids: Sequence[str], refs: Sequence[str], hyps: Sequence[str]
+          ) -> tuple[ErrorCounts, ErrorCounts, list[UtteranceErrors]]:
+    """Normalize and align each pair: (corpus word counts, corpus character counts, per-utterance records)."""
+    if not len(ids) == len(refs) == len(hyps):
+        raise ValueError(f"score needs as many ids, references and hypotheses, got {len(ids)}, {len(refs)}, "
+                         f"{len(hyps)}")
+    corpus_word, corpus_char = ErrorCounts(), ErrorCounts()
+    per_utt = []
+    for utt_id, ref, hyp in zip(ids, refs, hyps):
+        ref, hyp = normalize(ref), normalize(hyp)
+        rec = UtteranceErrors(id=str(utt_id), reference=ref, hypothesis=hyp, word=word_errors(ref, hyp),
+                              char=char_errors(ref, hyp))
+        corpus_word += rec.word
+        corpus_char += rec.char
+        per_utt.append(rec)
+    return corpus_word, corpus_char, per_utt
