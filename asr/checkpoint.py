@@ -35,7 +35,8 @@ def versions() -> dict[str, str]:
     import torchaudio
 
     import asr
-    return {"asr": asr.__version__, "torch": torch.__version__, "torchaudio": torchaudio.__version__,
+    # str(): torch.__version__ is a TorchVersion object, which weights_only loading refuses to unpickle.
+    return {"asr": asr.__version__, "torch": str(torch.__version__), "torchaudio": str(torchaudio.__version__),
             "python": ".".join(map(str, __import__("sys").version_info[:3]))}
 
 

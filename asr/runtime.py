@@ -101,6 +101,7 @@ class Components:
     train_hours: float
     last_grad_norm: float = 0.0
     zeroed_total: int = 0
+    consumed_in_pass: int = 0  # batches consumed from the current pass over train_sampler (for its state_dict)
     _metrics_file: Optional[object] = field(default=None, repr=False)
 
     def log_step(self, state, out: dict) -> None:

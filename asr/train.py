@@ -68,7 +68,7 @@ def save(c: Components, state: TrainState, best: bool = False) -> Optional[Path]
     """Write a rolling checkpoint (rank 0 only); keep the last K; copy to best.pt when `best`."""
     if not c.dist.is_main:
         return None
-    sampler_state = c.train_sampler.state_dict(consumed=state.batches_in_epoch)
+    sampler_state = c.train_sampler.state_dict(consumed=c.consumed_in_pass)
     blob = {
         "format_version": ckpt_io.FORMAT_VERSION,
         "model": c.raw_model.state_dict(),
@@ -119,10 +119,16 @@ def train_step(c: Components, batch, state: TrainState) -> dict[str, Any]:
     feats, frames = c.featurizer(batch.waves, batch.wave_lengths)  # (B, T, F), (B,)
     gen = torch.Generator(device="cpu").manual_seed(cfg.trainer.seed * 1_000_003 + state.step)
     feats = c.spec_augment(feats, frames, generator=gen)
+    # BatchNorm updates its running statistics in the forward pass: a NaN batch would poison them for good.
+    buffers = [b.detach().clone() for b in c.raw_model.buffers()]
     with torch.autocast(device_type=c.device.type, dtype=c.amp_dtype, enabled=c.amp_dtype is not None):
         log_probs, out_lengths = c.model(feats, frames)  # (B, T', C), (B,)
     losses, zeroed = ctc_loss(log_probs, out_lengths, batch.targets, batch.target_lengths)
     loss = losses.mean()
+    if not torch.isfinite(loss):
+        with torch.no_grad():
+            for b, saved in zip(c.raw_model.buffers(), buffers):
+                b.copy_(saved)
     c.scaler.scale(loss / cfg.optim.accum_steps).backward()
     out = {"loss": loss.detach(), "zeroed": int(zeroed.sum()), "utts": len(batch),
            "audio_s": float(batch.wave_lengths.sum()) / cfg.features.sample_rate,
@@ -136,7 +142,7 @@ def train_step(c: Components, batch, state: TrainState) -> dict[str, Any]:
         c.scaler.step(c.optimizer)
     else:
         log.warning("step %d: non-finite loss (%.4g) or gradient norm (%.4g); update skipped. Batch ids: %s",
-                    state.step, float(loss), float(grad_norm), ", ".join(batch.ids[:20]))
+                    state.step, float(loss.detach()), float(grad_norm), ", ".join(batch.ids[:20]))
     c.scaler.update()
     c.optimizer.zero_grad(set_to_none=True)
     out.update(grad_norm=float(grad_norm), skipped=not finite, stepped=True)
@@ -152,14 +158,17 @@ def train_one_epoch(c: Components, state: TrainState, writer, deadline: Optional
     c.train_dataset.set_epoch(state.epoch)
     bar = tqdm(total=len(c.train_sampler), initial=state.batches_in_epoch, desc=f"epoch {state.epoch}",
                disable=not (tr.progress and c.dist.is_main), dynamic_ncols=True, leave=False)
+    c.consumed_in_pass = 0  # batches consumed from this pass over the sampler (it adds its resume offset)
     window = {"loss": 0.0, "n": 0, "utts": 0, "audio_s": 0.0, "padding": 0.0, "wait": 0.0, "t0": time.perf_counter()}
     consecutive_bad = 0
     t_wait = time.perf_counter()
     for batch in c.train_loader:
         window["wait"] += time.perf_counter() - t_wait
         c.bad_data.update(batch)
+        c.consumed_in_pass += 1
         if len(batch) == 0:
             state.batches_in_epoch += 1
+            t_wait = time.perf_counter()
             continue
         total_steps = cfg.optim.total_steps or c.estimated_total_steps
         set_lr(c.optimizer, lr_at(cfg.optim, state.step, progress(
@@ -312,6 +321,8 @@ def main(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
                 break
             state.epoch += 1
             state.batches_in_epoch = 0
+            c.train_sampler.set_epoch(state.epoch)
+            c.consumed_in_pass = 0
             if state.epoch % cfg.trainer.val_every_epochs == 0 or state.epoch == cfg.trainer.max_epochs:
                 validate_and_save(c, state, writer)
             else:
@@ -356,3 +367,7 @@ def cli() -> None:
         print(f"run dir: {summary['run_dir']}")
 
     _run()
+
+
+if __name__ == "__main__":
+    cli()

@@ -49,3 +49,34 @@ def librispeech_tree(tmp_path: Path):
     root = tmp_path / "LibriSpeech"
     truth = {s: write_librispeech_tree(root, s, seed=i) for i, s in enumerate(["dev-clean", "test-clean"])}
     return root, truth
+
+
+@pytest.fixture(scope="session")
+def tiny_corpus(tmp_path_factory):
+    """The built-in tiny synthetic corpus (real TTS speech), generated once per test session: {split: manifest}."""
+    from asr.data import synthetic
+    root = tmp_path_factory.mktemp("synthetic_tiny")
+    return synthetic.generate("tiny", root, jobs=2)
+
+
+def tiny_train_overrides(corpus: dict, run_dir, **extra) -> list[str]:
+    """Hydra overrides for a fast CPU run on the tiny corpus (a 2-layer BiLSTM-64)."""
+    items = {
+        "data": "synthetic_tiny", "data.synth_preset": "null",
+        "data.train_manifests": f"[{corpus['train']}]", "data.dev_manifests": f"{{dev:{corpus['dev']}}}",
+        "model.rnn_hidden": 64, "model.rnn_layers": 2, "model.conv_channels": "[8,8]",
+        "trainer.device": "cpu", "trainer.threads": 1, "trainer.progress": "false", "trainer.num_images": 1,
+        "optim.warmup_steps": 5, "run_dir": str(run_dir),
+    }
+    items.update(extra)
+    return [f"{k}={v}" for k, v in items.items()]
+
+
+def compose_train(overrides: list[str]):
+    """Compose configs/train.yaml with overrides exactly as `asr-train` does (no Hydra run dir side effects)."""
+    from hydra import compose, initialize_config_dir
+    from asr.config import register_configs
+    from asr.runtime import config_dir
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return compose(config_name="train", overrides=overrides)

@@ -1,0 +1,229 @@
+"""Training: learning, NaN skipping, exact kill-and-resume, SIGTERM checkpoints, config errors, TensorBoard.
+
+All on CPU on the tiny built-in corpus (real TTS speech); each run is a few seconds to a minute.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import compose_train, tiny_train_overrides
+
+from asr import checkpoint as ckpt_io
+from asr.config import ConfigError, TrainConfig, to_object
+from asr.data.manifest import Utterance, read_manifest, write_manifest
+from asr.features import LogMel
+from asr.model import AcousticModel
+from asr.runtime import filter_trainable
+from asr.text import CharTokenizer
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _cfg(tiny_corpus, run_dir, **extra) -> TrainConfig:
+    return to_object(compose_train(tiny_train_overrides(tiny_corpus, run_dir, **extra)), TrainConfig)
+
+
+def _cli(args: list[str], **kw) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", "OMP_NUM_THREADS": "1"}
+    return subprocess.Popen([sys.executable, "-m", "asr.train", *args], cwd=ROOT, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
+
+
+def _losses(run_dir: Path) -> dict[int, float]:
+    """Last logged loss of every step (a resumed run re-logs the steps after its checkpoint)."""
+    out = {}
+    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
+        rec = json.loads(line)
+        out[rec["step"]] = rec["loss"]
+    return out
+
+
+def test_ctc_feasibility_filter_names_and_drops(tmp_path, tiny_corpus, caplog):
+    cfg = _cfg(tiny_corpus, tmp_path)
+    utts = read_manifest(tiny_corpus["train"])[:3]
+    bad = Utterance(id="too-long-text", audio_filepath=utts[0].audio_filepath, duration=0.5,
+                    text="A" * 30)  # 0.5 s -> 13 output frames at 4x subsampling; "A"*30 needs 59
+    tok = CharTokenizer()
+    model = AcousticModel(cfg.model, cfg.features.n_mels, tok.size)
+    kept = filter_trainable([*utts, bad], tok, LogMel(cfg.features), model, cfg)
+    assert [u.id for u in kept] == [u.id for u in utts]
+    assert "too-long-text" in caplog.text and "CTC-infeasible" in caplog.text
+
+
+def test_overfits_a_few_utterances(tmp_path, tiny_corpus):
+    """A handful of utterances, memorised to a near-zero CER: the whole loop learns."""
+    few = read_manifest(tiny_corpus["train"])[:4]
+    write_manifest(tmp_path / "few.jsonl", few)
+    corpus = {"train": tmp_path / "few.jsonl", "dev": tmp_path / "few.jsonl"}
+    cfg = _cfg(corpus, tmp_path / "run", **{
+        "trainer.max_steps": 250, "trainer.max_epochs": 1000, "trainer.val_every_epochs": 1000,
+        "optim.lr": 3e-3, "optim.warmup_steps": 20, "augment.spec_augment": "false", "augment.speed_perturb": "[]",
+        "model.dropout": 0.0, "data.sortagrad": "false"})
+    from asr.train import main
+    summary = main(cfg)
+    losses = _losses(tmp_path / "run")
+    assert losses[len(losses)] < 0.2 * losses[1]
+    assert summary["history"][-1]["dev"]["cer_greedy"] < 0.10, summary["history"][-1]
+
+
+def test_exact_resume_after_sigkill(tmp_path, tiny_corpus):
+    """N uninterrupted steps == K steps, SIGKILL, resume, N-K steps: same per-step losses, same parameters."""
+    n = 10
+    common = {"trainer.deterministic": "true", "trainer.max_steps": n, "trainer.checkpoint_every_steps": 1,
+              "trainer.keep_last": 50, "data.max_batch_seconds": 12, "data.max_duration": 10, "data.dev_max_utterances": 4}
+    full = _cli(tiny_train_overrides(tiny_corpus, tmp_path / "full", **common))
+    assert full.wait(timeout=300) == 0, full.stdout.read()
+
+    run = tmp_path / "killed"
+    p = _cli(tiny_train_overrides(tiny_corpus, run, **common))
+    deadline = time.time() + 240
+    while not ckpt_io.step_path(run / "checkpoints", 4).exists():
+        assert p.poll() is None, p.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    p.send_signal(signal.SIGKILL)
+    p.wait()
+    killed_at = max(int(c.stem.split("-")[1]) for c in ckpt_io.list_checkpoints(run / "checkpoints"))
+    assert killed_at < n
+    resumed = _cli(tiny_train_overrides(tiny_corpus, run, **common))
+    out = resumed.stdout.read()
+    assert resumed.wait(timeout=300) == 0, out
+    assert "resumed from" in out
+
+    a, b = _losses(tmp_path / "full"), _losses(run)
+    assert sorted(a) == sorted(b) == list(range(1, n + 1))
+    assert a == b
+    wa = ckpt_io.load(ckpt_io.step_path(tmp_path / "full" / "checkpoints", n))["model"]
+    wb = ckpt_io.load(ckpt_io.step_path(run / "checkpoints", n))["model"]
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def test_sigterm_writes_checkpoint_and_exits_143(tmp_path, tiny_corpus):
+    run = tmp_path / "term"
+    p = _cli(tiny_train_overrides(tiny_corpus, run, **{"trainer.max_steps": 10_000, "trainer.max_epochs": 1000}))
+    deadline = time.time() + 240
+    while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < 3:
+        assert p.poll() is None, p.stdout.read()
+        assert time.time() < deadline
+        time.sleep(0.05)
+    p.send_signal(signal.SIGTERM)
+    out = p.stdout.read()
+    assert p.wait(timeout=120) == 143, out
+    newest = ckpt_io.list_checkpoints(run / "checkpoints")[-1]  # (epoch ends may have written earlier ones)
+    assert ckpt_io.load(newest)["state"]["step"] == max(_losses(run))
+    assert "exiting with status 143" in out
+
+
+def test_nan_batch_is_skipped_without_touching_parameters(tmp_path, tiny_corpus):
+    from asr.runtime import build
+    from asr.train import TrainState, train_step
+    cfg = _cfg(tiny_corpus, tmp_path)
+    c = build(cfg, tmp_path)
+    batch = c.train_dataset[[0, 1]]
+    train_step(c, batch, TrainState())  # one good step so the optimizer has state
+    before = {k: v.clone() for k, v in c.raw_model.state_dict().items()}
+    opt_before = {k: v.clone() for k, v in c.optimizer.state_dict()["state"][0].items()}
+    batch.waves[0, 100:200] = float("nan")
+    out = train_step(c, batch, TrainState(step=1))
+    assert out["skipped"]
+    assert all(torch.equal(before[k], v) for k, v in c.raw_model.state_dict().items())
+    assert all(torch.equal(opt_before[k], v) for k, v in c.optimizer.state_dict()["state"][0].items())
+
+
+def test_consecutive_bad_steps_abort_naming_the_knob(tmp_path, tiny_corpus):
+    from asr.errors import UserError
+    from asr.runtime import build
+    from asr.train import TrainState, train_one_epoch
+    cfg = _cfg(tiny_corpus, tmp_path, **{"trainer.max_bad_steps": 2})
+    c = build(cfg, tmp_path)
+    real = c.train_loader
+
+    def poisoned():
+        for batch in real:
+            batch.waves[:] = float("nan")
+            yield batch
+    c.train_loader = poisoned()
+    with pytest.raises(UserError, match="trainer.max_bad_steps"):
+        train_one_epoch(c, TrainState(), None, None)
+
+
+@pytest.mark.parametrize("override,key", [
+    ("model.conv_time_strides=[2,2,2]", "model.conv_time_strides"),
+    ("model.rnn_type=transformer", "model.rnn_type"),
+    ("data.max_duration=500", "data.max_duration"),
+])
+def test_config_errors_name_the_key(tmp_path, tiny_corpus, override, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        to_object(compose_train([*tiny_train_overrides(tiny_corpus, tmp_path), override]), TrainConfig)
+
+
+@pytest.mark.parametrize("cfg,key", [({"optim": {"lr": "fast"}}, "optim.lr"), ({"optim": {"lrr": 1}}, "optim.lrr"),
+                                     ({"trainer": {"max_epochs": [1]}}, "trainer.max_epochs")])
+def test_wrong_type_or_unknown_key_names_the_key(cfg, key):
+    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+        to_object(cfg, TrainConfig)
+
+
+def test_cli_config_error_is_one_line(tmp_path, tiny_corpus):
+    p = _cli([*tiny_train_overrides(tiny_corpus, tmp_path), "model.rnn_type=transformer"])
+    out = p.stdout.read()
+    assert p.wait(timeout=120) == 2
+    assert "model.rnn_type" in out and "Traceback" not in out
+    for bad, key in (("optim.lrr=1", "optim.lrr"), ("optim.lr=fast", "optim.lr")):
+        p = _cli([*tiny_train_overrides(tiny_corpus, tmp_path), bad])
+        out = p.stdout.read()
+        assert p.wait(timeout=120) != 0 and key in out and "Traceback" not in out
+
+
+def test_cfg_job_prints_composed_config(tiny_corpus, tmp_path):
+    p = _cli([*tiny_train_overrides(tiny_corpus, tmp_path), "optim.lr=3e-4", "--cfg", "job"])
+    out = p.stdout.read()
+    assert p.wait(timeout=120) == 0
+    assert "lr: 0.0003" in out and "rnn_hidden: 64" in out
+
+
+def test_tensorboard_has_scalars_images_and_hparams(tmp_path, tiny_corpus):
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    from asr import tb
+    from asr.train import main
+    main(_cfg(tiny_corpus, tmp_path, **{"trainer.max_steps": 6, "trainer.log_every": 2,
+                                         "data.dev_max_utterances": 4}))
+    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    tags = acc.Tags()
+    for tag in (tb.TRAIN_LOSS, tb.TRAIN_LR, tb.TRAIN_GRAD_NORM, tb.TRAIN_SKIPPED, tb.TRAIN_UTT_PER_S,
+                tb.TRAIN_AUDIO_PER_S, tb.TRAIN_PADDING, tb.TRAIN_DATA_WAIT, "dev/loss", "dev/wer_greedy",
+                "dev/cer_greedy", "dev/blank_ratio"):
+        assert tag in tags["scalars"], tag
+    assert "dev/posteriorgram_0" in tags["images"]
+    assert any("samples" in t for t in tags["tensors"])
+    assert any((tmp_path / "tb" / "hparams").rglob("events.out.tfevents.*"))
+
+
+def test_ddp_two_cpu_processes(tmp_path, tiny_corpus):
+    """torchrun, gloo, 2 ranks: finite loss, rank 0 alone writes checkpoints and TensorBoard, resume works."""
+    run = tmp_path / "ddp"
+    common = {"data.dev_max_utterances": 4, "data.max_batch_seconds": 12, "data.max_duration": 10}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "asr.train"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    r = subprocess.run([*cmd, *tiny_train_overrides(tiny_corpus, run, **common, **{"trainer.max_steps": 4})],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    losses = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [rec["step"] for rec in losses] == [1, 2, 3, 4]  # one writer: each step logged once
+    assert all(torch.isfinite(torch.tensor(rec["loss"])) for rec in losses)
+    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1
+    assert ckpt_io.list_checkpoints(run / "checkpoints")[-1].name == "step-00000004.pt"
+    r = subprocess.run([*cmd, *tiny_train_overrides(tiny_corpus, run, **common, **{"trainer.max_steps": 6})],
+                       cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "resumed from" in r.stdout + r.stderr
+    assert max(_losses(run)) == 6
