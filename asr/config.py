@@ -7,7 +7,7 @@ or an unknown key fails before any work with an error naming the full key; cross
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any, Optional, get_type_hints
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -72,7 +72,7 @@ class AugmentConfig:
 class DataConfig:
     name: str = "synthetic"  # a label for logs
     train_manifests: list[str] = field(default_factory=lambda: ["data/synthetic/manifests/train.jsonl"])  # JSONL files
-    dev_manifests: dict[str, str] = field(default_factory=lambda: {"dev": "data/synthetic/manifests/dev.jsonl"})  # name -> JSONL
+    dev_manifests: dict[str, str] = field(default_factory=dict)  # name -> JSONL; each preset names its own
     synth_preset: Optional[str] = None  # if set, `asr-train` generates the built-in corpus with this preset when missing
     synth_root: str = "data/synthetic"  # where the built-in corpus lives
     max_batch_seconds: float = 120.0  # sampler budget: total padded audio seconds per batch
@@ -210,6 +210,27 @@ def to_object(cfg: Any, schema: type) -> Any:
         merged = OmegaConf.merge(structured, cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
-        key = getattr(exc, "full_key", None)
+        key = getattr(exc, "full_key", None) or _offending_key(cfg, schema)
         msg = str(exc).splitlines()[0]
         raise ConfigError(f"{key}: {msg}" if key else msg) from None
+
+
+def _offending_key(cfg: Any, schema: type, prefix: str = "") -> Optional[str]:
+    """OmegaConf reports no key when a whole node has the wrong kind (a list where a dict goes): find it by
+    merging one field at a time."""
+    try:
+        node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+    except OmegaConfBaseException:
+        return prefix.rstrip(".") or None
+    for name in node.keys():
+        try:
+            OmegaConf.merge(OmegaConf.structured(schema), {name: node[name]})
+        except OmegaConfBaseException as exc:
+            sub = get_type_hints(schema).get(name)
+            inner = getattr(exc, "full_key", None)
+            if inner:
+                return prefix + str(inner)
+            if hasattr(sub, "__dataclass_fields__") and isinstance(node[name], DictConfig):
+                return _offending_key(node[name], sub, f"{prefix}{name}.") or f"{prefix}{name}"
+            return f"{prefix}{name}"
+    return None

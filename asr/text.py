@@ -13,7 +13,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 BLANK = "<blank>"
-_QUOTES = {"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'"}
+_QUOTES = {"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'", "\u02bc": "'", "\u2032": "'"}
+# Letters that Unicode does not decompose into a base letter + accent, spelled the way English writes them.
+_LETTERS = {"\u00e6": "ae", "\u00c6": "AE", "\u00f8": "o", "\u00d8": "O", "\u0153": "oe", "\u0152": "OE",
+            "\u00df": "ss", "\u00f0": "d", "\u00d0": "D", "\u00fe": "th", "\u00de": "TH", "\u0142": "l",
+            "\u0141": "L", "\u0111": "d", "\u0110": "D", "\u0131": "i"}
 _KEEP = set(string.ascii_uppercase + "' ")
 
 
@@ -23,7 +27,7 @@ def normalize(text: str) -> str:
     Hyphens and other punctuation become spaces ("well-known" -> "WELL KNOWN"), the LibriSpeech convention.
     """
     text = unicodedata.normalize("NFKD", text)
-    text = "".join(_QUOTES.get(ch, ch) for ch in text if not unicodedata.combining(ch))
+    text = "".join(_QUOTES.get(ch) or _LETTERS.get(ch, ch) for ch in text if not unicodedata.combining(ch))
     text = text.upper()
     text = "".join(ch if ch in _KEEP else " " for ch in text)
     # Apostrophes that do not sit inside a word ("'TWAS" is kept, "DOGS' " -> "DOGS'", " ' " dropped).

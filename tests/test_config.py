@@ -88,9 +88,6 @@ def test_to_object_errors_name_the_key(overrides, key):
     assert str(err.value).startswith(f"{key}: ") and "\n" not in str(err.value)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG asr/config.py to_object: OmegaConf's merge errors for a node of the "
-                                       "wrong kind carry no full_key, so the message does not name the key: "
-                                       "'Cannot merge DictConfig with ListConfig' for data.dev_manifests=[...]")
 @pytest.mark.parametrize("overrides, key", [
     ({"data": {"dev_manifests": ["dev.jsonl"]}}, "data.dev_manifests"),  # a list where a name -> path dict goes
     ({"model": 3}, "model"),
@@ -108,10 +105,6 @@ def test_to_object_coerces_and_merges():
     assert isinstance(to_object({"lr": 1e-3}, OptimConfig), OptimConfig)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG asr/config.py DataConfig.dev_manifests: OmegaConf merges dicts (lists "
-                                       "are replaced), so the schema default {'dev': synthetic dev.jsonl} survives "
-                                       "every preset: `data=librispeech_100` also validates on the synthetic 'dev' "
-                                       "set. Fix: default_factory=dict, and let configs/data/synthetic.yaml name it")
 def test_data_preset_replaces_the_default_dev_sets():
     from hydra import compose, initialize_config_dir
 

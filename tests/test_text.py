@@ -42,14 +42,10 @@ def test_normalize(raw, expected):
     assert normalize(raw) == expected
 
 
-@pytest.mark.xfail(strict=True, reason="BUG asr/text.py: U+02BC (modifier letter apostrophe, common in scraped "
-                                       "text) is not in _QUOTES, so a word is split: 'don\u02bct' -> 'DON T'")
 def test_normalize_modifier_letter_apostrophe():
     assert normalize("don\u02bct") == "DON'T"
 
 
-@pytest.mark.xfail(strict=True, reason="BUG asr/text.py: letters NFKD does not decompose (\u00c6 \u00d8 \u0152 "
-                                       "\u0141) are dropped mid-word: 'S\u00f8ren' -> 'S REN', '\u00c6sop' -> 'SOP'")
 def test_normalize_letters_without_decomposition():
     assert normalize("S\u00f8ren") == "SOREN"
     assert normalize("\u00c6sop") == "AESOP"

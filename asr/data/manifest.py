@@ -7,6 +7,7 @@ Relative `audio_filepath`s are resolved against the manifest's folder, so a corp
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from dataclasses import asdict, dataclass
@@ -55,9 +56,12 @@ def read_manifest(path: str | Path, allow_empty: bool = False) -> list[Utterance
                 duration = float(rec["duration"])
             except (TypeError, ValueError):
                 raise ManifestError(f"{path}:{lineno}: duration {rec['duration']!r} is not a number") from None
-            audio = Path(str(rec["audio_filepath"]))
-            if not audio.is_absolute():
-                audio = path.parent / audio
+            if not math.isfinite(duration) or duration < 0:
+                raise ManifestError(f"{path}:{lineno}: duration {rec['duration']!r} must be a finite number >= 0")
+            if not isinstance(rec["text"], str):
+                raise ManifestError(f"{path}:{lineno}: text must be a string, got {rec['text']!r}")
+            # Absolute, so the utterances can be written into a manifest in another folder and still point here.
+            audio = Path(os.path.abspath(path.parent / str(rec["audio_filepath"])))
             utt_id = str(rec.get("id") or audio.stem)
             if utt_id in seen:
                 raise ManifestError(f"{path}:{lineno}: duplicate utterance id {utt_id!r}")

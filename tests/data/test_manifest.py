@@ -90,9 +90,6 @@ def test_empty_and_missing_manifest(tmp_path):
         read_manifest(tmp_path)  # a folder is not a manifest
 
 
-@pytest.mark.xfail(strict=True, reason="BUG asr/data/manifest.py: json.loads accepts NaN/Infinity and negative "
-                                       "numbers pass float(); a bad duration should be a ManifestError at path:line "
-                                       "(today the sampler fails later naming only an index, not the file or id)")
 @pytest.mark.parametrize("duration", ["NaN", "Infinity", "-1.0"])
 def test_non_finite_or_negative_duration(tmp_path, duration):
     path = tmp_path / "m.jsonl"
@@ -101,18 +98,12 @@ def test_non_finite_or_negative_duration(tmp_path, duration):
         read_manifest(path)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG asr/data/manifest.py: str(None) turns \"text\": null into the "
-                                       "transcript 'None', which trains the model to say NONE")
 def test_null_text_is_an_error(tmp_path):
     path = _write(tmp_path / "m.jsonl", [{**REC, "text": None}])
     with pytest.raises(ManifestError, match=re.escape(f"{path}:1")):
         read_manifest(path)
 
 
-@pytest.mark.xfail(strict=True, reason="BUG asr/data/manifest.py: with a relative manifest path, read_manifest "
-                                       "resolves audio paths relative to the cwd (not absolute), and write_manifest "
-                                       "writes them verbatim, so writing the utterances into another folder and "
-                                       "reading them back points at FOLDER/<old relative path>")
 def test_rewriting_a_relative_manifest_elsewhere_keeps_the_audio(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
     (tmp_path / "corpus").mkdir()
