@@ -13,7 +13,9 @@ frames are exactly what it would get alone in a batch of one (the tests check th
 * the backward direction of a bidirectional layer would start at the padded end of the batch and carry the
   padding into the valid frames. It is therefore a separate unidirectional RNN fed each sequence reversed
   *within its own length* (`reverse_padded`): valid frames first, padding still at the end. The price is two
-  RNN calls per layer instead of one fused bidirectional cuDNN call; both remain fast padded-input calls;
+  RNN calls per layer instead of one fused bidirectional cuDNN call: measured on an H200 (fp16 autocast,
+  32 x 15 s), the large preset's training step took 319 ms against 291 ms fused (+10%); the small preset's
+  was no slower (53 ms, 64 x 15 s), and on CPU the two are the same;
 * the lookahead (row) convolution sees zeroed padding, exactly like its own zero padding when alone.
 """
 from __future__ import annotations
