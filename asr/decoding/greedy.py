@@ -1,0 +1,75 @@
+"""Greedy (best path) CTC decoding: argmax per frame, collapse repeats, drop blanks.
+
+Shapes: B batch, T' frames after subsampling, C vocabulary including the blank (id 0).
+"""
+from __future__ import annotations
+
+import torch
+
+from asr.text import CharTokenizer
+
+
+def ids_to_text(ids, tokenizer: CharTokenizer) -> str:
+    """Label ids (no blanks) -> text with single spaces and no leading or trailing space.
+
+    Every decoder ends here, so "A  B" (two emitted word boundaries) and " AB" score the same as "A B" and "AB".
+    """
+    return " ".join(tokenizer.decode(ids).split())
+
+
+def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> list[tuple[list[int], list[int]]]:
+    """Best-path label ids and the frame that emitted each one.
+
+    Args:
+        log_probs: (B, T', C) scores (log-probs or logits: only the argmax matters), on any device.
+        lengths: (B,) valid frames per utterance; frames at or beyond the length are ignored.
+    Returns:
+        For each utterance `(ids, frames)`: the collapsed label ids and, for each, the index of the first frame of
+        its run (for word timings). Computed batched on the tensor's device; one transfer to the CPU at the end.
+    """
+    if log_probs.dim() != 3:
+        raise ValueError(f"log_probs must be (B, T', C), got shape {tuple(log_probs.shape)}")
+    B, T, _ = log_probs.shape
+    best = log_probs.argmax(dim=-1)  # (B, T')
+    lengths = lengths.to(best.device)
+    valid = torch.arange(T, device=best.device)[None, :] < lengths[:, None]
+    # A frame emits when it is not blank and differs from the frame before it (a run's first frame).
+    changed = torch.ones_like(valid)
+    changed[:, 1:] = best[:, 1:] != best[:, :-1]
+    emit = valid & changed & (best != blank)
+    best, emit = best.cpu(), emit.cpu()
+    out = []
+    for b in range(B):
+        frames = emit[b].nonzero(as_tuple=True)[0]
+        out.append((best[b, frames].tolist(), frames.tolist()))
+    return out
+
+
+def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer: CharTokenizer) -> list[str]:
+    """(B, T', C) log-probs + (B,) lengths -> B transcripts (best path, repeats collapsed, blanks dropped)."""
+    return [ids_to_text(ids, tokenizer) for ids, _ in greedy_ids(log_probs, lengths, tokenizer.blank)]
+
+
+def word_spans(ids: list[int], frames: list[int], tokenizer: CharTokenizer) -> list[tuple[str, int, int]]:
+    """Group emitted characters into words: `(word, first_frame, last_frame)` per word, split at the space token.
+
+    `frames` are the emitting frames returned next to `ids` by `greedy_ids` or the beam decoders; the caller turns
+    frames into seconds with the model's frame rate.
+    """
+    words: list[tuple[str, int, int]] = []
+    chars: list[str] = []
+    first = last = -1
+    for i, t in zip(ids, frames):
+        ch = tokenizer.vocab[i]
+        if ch == " ":
+            if chars:
+                words.append(("".join(chars), first, last))
+            chars = []
+            continue
+        if not chars:
+            first = t
+        chars.append(ch)
+        last = t
+    if chars:
+        words.append(("".join(chars), first, last))
+    return words
