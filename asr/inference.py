@@ -1,0 +1,258 @@
+"""Inference pieces shared by `asr-eval` and `asr-transcribe`: load a checkpoint, run the acoustic model, decode.
+
+A checkpoint describes itself (DESIGN.md, "Checkpoints describe themselves"): the model, features and vocabulary
+are rebuilt from what it holds, so `checkpoint=PATH` is all either tool needs.
+
+Shapes: B batch, S samples, T frames, T' frames after subsampling, C vocabulary incl. blank.
+"""
+from __future__ import annotations
+
+import logging
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Optional
+
+import torch
+from tqdm import tqdm
+
+from asr import checkpoint as ckpt_io
+from asr.audio import AudioLoadError, load_audio
+from asr.config import ConfigError, FeatureConfig, TrainConfig, to_object
+from asr.data.manifest import Utterance
+from asr.data.sampler import DurationBucketSampler
+from asr.decoding.greedy import greedy_decode
+from asr.features import LogMel
+from asr.model import AcousticModel
+from asr.text import CharTokenizer
+
+log = logging.getLogger(__name__)
+
+DECODERS = ("greedy", "beam", "beam_lm")
+
+Decoder = Callable[[torch.Tensor, torch.Tensor], list[str]]  # (log_probs (B,T',C), lengths (B,)) -> B texts
+
+
+@dataclass
+class BeamConfig:
+    beam_size: int = 50  # hypotheses kept after each frame
+    beam_size_token: Optional[int] = None  # tokens considered per frame; null = the whole vocabulary
+    beam_threshold: float = 50.0  # drop hypotheses scoring this much below the best (log units)
+    lm_path: Optional[str] = None  # word n-gram LM (ARPA or KenLM binary) for the beam_lm decoder; null = none
+    lexicon_path: Optional[str] = None  # beam_lm's "WORD<tab>W O R D |" lexicon; null = the LM's unigrams
+    lm_weight: float = 0.5  # weight of the LM's log10 probabilities (beam_lm)
+    word_score: float = 0.0  # score added per word (beam_lm); raise it when words go missing
+
+    def validate(self, prefix: str, decoders: list[str]) -> None:
+        """Cross-field rules; `prefix` is where this group sits in the caller's config (e.g. "beam")."""
+        if self.beam_size < 1:
+            raise ConfigError(f"{prefix}.beam_size: must be >= 1, got {self.beam_size}")
+        if self.beam_size_token is not None and self.beam_size_token < 1:
+            raise ConfigError(f"{prefix}.beam_size_token: must be >= 1 or null, got {self.beam_size_token}")
+        if self.beam_threshold <= 0:
+            raise ConfigError(f"{prefix}.beam_threshold: must be > 0, got {self.beam_threshold}")
+        if "beam_lm" in decoders:
+            if not self.lm_path:
+                raise ConfigError(f"{prefix}.lm_path: the beam_lm decoder needs a language model; set "
+                                  f"{prefix}.lm_path=PATH (build one with `asr-data lm`) or drop beam_lm")
+            if not Path(self.lm_path).is_file():
+                raise ConfigError(f"{prefix}.lm_path: file not found: {self.lm_path}")
+        if self.lexicon_path and not Path(self.lexicon_path).is_file():
+            raise ConfigError(f"{prefix}.lexicon_path: file not found: {self.lexicon_path}")
+
+
+def pick_device(spec: str, key: str) -> torch.device:
+    """"auto" -> the first GPU if there is one, else the CPU; `key` names the config key in errors."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{key}: {spec!r} asked for but CUDA is not available; use {key}=cpu")
+    try:
+        return torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"{key}: {spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
+
+
+@dataclass
+class LoadedModel:
+    """A checkpoint made ready for inference: eval-mode model and front-end on `device`."""
+
+    model: AcousticModel
+    featurizer: LogMel
+    tokenizer: CharTokenizer
+    config: TrainConfig
+    device: torch.device
+    path: Path  # the checkpoint file that gave config, vocabulary and features
+    step: int  # optimizer step of the weights (the newest averaged checkpoint's when averaging)
+    run_dir: Optional[Path]  # the training run dir when the checkpoint lies in <run>/checkpoints/
+    averaged: list[Path] = field(default_factory=list)  # checkpoints whose weights were averaged (empty: none)
+
+    @property
+    def sample_rate(self) -> int:
+        return self.config.features.sample_rate
+
+    @property
+    def samples_per_frame(self) -> int:
+        """Samples per output frame: hop_length x time subsampling."""
+        return self.config.features.hop_length * self.model.subsampling
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.samples_per_frame / self.sample_rate
+
+    @torch.no_grad()
+    def log_probs(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(waves (B, S), lengths (B,)) on any device -> (log_probs (B, T', C) fp32, out_lengths (B,)) on `device`."""
+        feats, frames = self.featurizer(waves.to(self.device), lengths.to(self.device))
+        log_probs, out_lengths = self.model(feats, frames)
+        return log_probs.float(), out_lengths
+
+
+def resolve_checkpoint(path: str | Path) -> Path:
+    """A .pt file as is; a run dir -> run/checkpoints/best.pt; a checkpoints folder -> its best.pt."""
+    p = Path(path)
+    if p.is_dir():
+        for cand in (p / "checkpoints" / "best.pt", p / "best.pt"):
+            if cand.is_file():
+                return cand
+        raise ckpt_io.CheckpointError(f"{p} is a folder without checkpoints/best.pt; pass checkpoint=PATH/TO/FILE.pt "
+                                      f"or the run dir of a finished training run")
+    if not p.is_file():
+        raise ckpt_io.CheckpointError(f"checkpoint not found: {p}; pass checkpoint=PATH to a .pt file or a run dir")
+    return p
+
+
+def load_model(path_or_run_dir: str | Path, device: str | torch.device = "cpu", average_last: int = 1,
+               key: str = "checkpoint") -> LoadedModel:
+    """Rebuild the model, front-end and tokenizer a checkpoint describes, ready for inference on `device`.
+
+    average_last: N > 1 averages the weights of the newest N rolling checkpoints (step-*.pt) in the checkpoint's
+    folder -- usually better than any single one late in training; the configuration comes from the given one.
+    """
+    path = resolve_checkpoint(path_or_run_dir)
+    dev = device if isinstance(device, torch.device) else pick_device(device, "device")
+    blob = ckpt_io.load(path)
+    try:
+        cfg: TrainConfig = to_object(blob["config"], TrainConfig)
+        cfg.features = to_object(blob.get("features", blob["config"]["features"]), FeatureConfig)
+        tokenizer = CharTokenizer.from_dict(blob["vocab"])
+    except (KeyError, ValueError, TypeError) as exc:
+        raise ckpt_io.CheckpointError(f"{path}: checkpoint lacks a usable config/vocab/features ({exc})") from None
+    state, step, averaged = blob["model"], int(blob.get("state", {}).get("step", 0)), []
+    if average_last > 1:
+        rolling = ckpt_io.list_checkpoints(path.parent)
+        if len(rolling) < average_last:
+            raise ConfigError(f"average_last: {average_last} asked for but {path.parent} holds {len(rolling)} rolling "
+                              f"checkpoint(s); lower average_last (training keeps trainer.keep_last of them)")
+        averaged = rolling[-average_last:]
+        state = ckpt_io.average_state_dicts(averaged)
+        step = max(int(ckpt_io.load(p).get("state", {}).get("step", 0)) for p in averaged)
+        log.info("averaged the weights of %s", ", ".join(p.name for p in averaged))
+    model = AcousticModel(cfg.model, cfg.features.n_mels, tokenizer.size)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise ckpt_io.CheckpointError(f"{path}: weights do not fit the model its config describes: "
+                                      f"{str(exc).splitlines()[0]}") from None
+    run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+    return LoadedModel(model=model.to(dev).eval(), featurizer=LogMel(cfg.features).to(dev).eval(),
+                       tokenizer=tokenizer, config=cfg, device=dev, path=path, step=step, run_dir=run_dir,
+                       averaged=averaged)
+
+
+def build_decoder(name: str, loaded: LoadedModel, beam: BeamConfig, lm_weight: Optional[float] = None,
+                  word_score: Optional[float] = None) -> Decoder:
+    """One of DECODERS as a function of CPU log-probs; lm_weight/word_score override `beam`'s (LM tuning)."""
+    tok = loaded.tokenizer
+    if name == "greedy":
+        return lambda log_probs, lengths: greedy_decode(log_probs, lengths, tok)
+    if name not in DECODERS:
+        raise ConfigError(f"decoder: unknown decoder {name!r}; choose from {', '.join(DECODERS)}")
+    from asr.decoding.beam import BeamSearchDecoder  # flashlight-text is only loaded when a beam is wanted
+
+    with_lm = name == "beam_lm"
+    dec = BeamSearchDecoder(
+        tok, beam_size=beam.beam_size, beam_size_token=beam.beam_size_token, beam_threshold=beam.beam_threshold,
+        lm_path=beam.lm_path if with_lm else None, lexicon_path=beam.lexicon_path if with_lm else None,
+        lm_weight=beam.lm_weight if lm_weight is None else lm_weight,
+        word_score=beam.word_score if word_score is None else word_score, key_prefix="beam")
+    return dec.decode
+
+
+# ------------------------------------------------------------------------------------------- manifests -> log-probs
+
+@dataclass
+class CachedLogProbs:
+    """The acoustic model's output over a list of utterances, kept on the CPU (fp32) so decoders can re-run.
+
+    batches: (utterance indices, log_probs (B, T', C), lengths (B,)) in duration order; missing: index -> why its
+    audio could not be read (it is in no batch; its hypothesis is empty).
+    """
+
+    utts: list[Utterance]
+    batches: list[tuple[list[int], torch.Tensor, torch.Tensor]]
+    missing: dict[int, str]
+    audio_seconds: float  # audio actually run through the model
+    model_seconds: float  # wall-clock of front-end + model (device synchronized), reading excluded
+
+    def decode(self, decoder: Decoder) -> tuple[list[str], float]:
+        """Hypotheses in manifest order ("" for missing audio) and the seconds the decoder took."""
+        hyps = [""] * len(self.utts)
+        seconds = 0.0
+        for idx, log_probs, lengths in self.batches:
+            t0 = time.perf_counter()
+            texts = decoder(log_probs, lengths)
+            seconds += time.perf_counter() - t0
+            for i, text in zip(idx, texts):
+                hyps[i] = text
+        return hyps, seconds
+
+
+def _read(utts: list[Utterance], idx: list[int], sample_rate: int):
+    waves, ok, errors = [], [], {}
+    for i in idx:
+        u = utts[i]
+        try:
+            waves.append(load_audio(u.audio_filepath, sample_rate, utt_id=u.id))
+            ok.append(i)
+        except AudioLoadError as exc:
+            errors[i] = " ".join(str(exc).split())
+    lengths = torch.tensor([w.numel() for w in waves], dtype=torch.int64)
+    padded = torch.zeros(len(waves), int(lengths.max()) if waves else 0)
+    for k, w in enumerate(waves):
+        padded[k, : w.numel()] = w
+    return ok, padded, lengths, errors
+
+
+def cache_log_probs(loaded: LoadedModel, utts: list[Utterance], batch_seconds: float, desc: str = "",
+                    progress: bool = True) -> CachedLogProbs:
+    """Run the model once over `utts` in duration-sorted batches (padded seconds <= batch_seconds).
+
+    Audio of any rate is resampled to the model's; a file that cannot be read is recorded in `missing` with a
+    warning naming it, never fatal. The next batch is read on a thread while the model runs on this one.
+    """
+    durations = [max(float(u.duration), 0.0) for u in utts]
+    budget = max(batch_seconds, max(durations, default=1.0))
+    order = list(iter(DurationBucketSampler(durations, budget, num_buckets=1, shuffle=False)))
+    out = CachedLogProbs(utts=utts, batches=[], missing={}, audio_seconds=0.0, model_seconds=0.0)
+    sync = torch.cuda.synchronize if loaded.device.type == "cuda" else (lambda: None)
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_read, utts, order[0], loaded.sample_rate) if order else None
+        for k in tqdm(range(len(order)), desc=desc, leave=False, disable=not progress):
+            ok, waves, lengths, errors = pending.result()
+            if k + 1 < len(order):
+                pending = pool.submit(_read, utts, order[k + 1], loaded.sample_rate)
+            for i, msg in errors.items():
+                log.warning("missing audio for utterance %s: %s", utts[i].id, msg)
+            out.missing.update(errors)
+            if not ok:
+                continue
+            t0 = time.perf_counter()
+            log_probs, out_lengths = loaded.log_probs(waves, lengths)
+            log_probs, out_lengths = log_probs[:, : int(out_lengths.max())].cpu(), out_lengths.cpu()
+            sync()
+            out.model_seconds += time.perf_counter() - t0
+            out.audio_seconds += float(lengths.sum()) / loaded.sample_rate
+            out.batches.append((ok, log_probs, out_lengths))
+    return out

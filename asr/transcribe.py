@@ -1,0 +1,204 @@
+"""`asr-transcribe`: audio files -> text with word timings, one JSON line per file.
+
+    asr-transcribe checkpoint=runs/synthetic_small_adamw audio=[talk.flac,call.wav]
+    asr-transcribe checkpoint=RUN audio=[long.flac] decoder=beam_lm beam.lm_path=lm.arpa output=out.jsonl
+
+    {"audio": "talk.flac", "text": "HELLO WORLD", "decoder": "greedy", "duration": 2.1,
+     "words": [{"word": "HELLO", "start": 0.32, "end": 0.64}, {"word": "WORLD", "start": 0.8, "end": 1.2}]}
+
+Any rate and channel count soundfile reads is down-mixed and resampled to the model's rate. Long files are
+cut into windows of chunk_seconds, each run with context_seconds of audio on both sides, and only the window's
+own output frames are kept: the model's memory is bounded by the window while the decoder sees the whole file.
+Word times come from a CTC forced alignment of the hypothesis to the log-probs.
+
+Shapes: S samples, T' frames after subsampling, C vocabulary incl. blank, U label length.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Optional
+
+import torch
+import torchaudio.functional as AF
+from omegaconf import DictConfig
+
+from asr.audio import load_audio
+from asr.config import ConfigError, to_object
+from asr.ctc import required_frames
+from asr.errors import UserError
+from asr.inference import DECODERS, BeamConfig, LoadedModel, build_decoder, load_model, resolve_checkpoint
+from asr.text import CharTokenizer
+
+log = logging.getLogger("asr.transcribe")
+
+
+@dataclass
+class TranscribeConfig:
+    checkpoint: Optional[str] = None  # required: a checkpoint .pt, or a run dir (its checkpoints/best.pt)
+    audio: list[str] = field(default_factory=list)  # files to transcribe: audio=[a.flac,b.wav]
+    decoder: str = "greedy"  # greedy, beam or beam_lm (needs beam.lm_path)
+    beam: BeamConfig = field(default_factory=BeamConfig)  # beam search and LM settings
+    chunk_seconds: float = 30.0  # window the model runs on at a time (long files); bounds its memory
+    context_seconds: float = 2.0  # extra audio on each side of a window, run but not kept
+    average_last: int = 1  # N > 1: average the weights of the newest N rolling checkpoints beside the checkpoint
+    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
+    output: Optional[str] = None  # JSONL file to write; null = stdout
+
+    def __post_init__(self) -> None:
+        if not self.checkpoint:
+            raise ConfigError("checkpoint: required; pass checkpoint=PATH (a .pt file or a training run dir)")
+        if not self.audio:
+            raise ConfigError("audio: no files given; pass audio=[file1.flac,file2.wav]")
+        if self.decoder not in DECODERS:
+            raise ConfigError(f"decoder: {self.decoder!r} is not one of {', '.join(DECODERS)}")
+        self.beam.validate("beam", [self.decoder])
+        if not self.chunk_seconds > 0:
+            raise ConfigError(f"chunk_seconds: must be > 0, got {self.chunk_seconds}")
+        if not self.context_seconds >= 0:
+            raise ConfigError(f"context_seconds: must be >= 0, got {self.context_seconds}")
+        if self.average_last < 1:
+            raise ConfigError(f"average_last: must be >= 1, got {self.average_last}")
+
+
+def windows(num_samples: int, unit: int, chunk_seconds: float, context_seconds: float, sample_rate: int
+            ) -> list[tuple[int, int, int, int]]:
+    """(a, s, e, b) sample bounds per window: own span [s, e), run span [a, b) = own span +- context.
+
+    s, e (except the file's end) and a are multiples of `unit` (samples per output frame), so a window's own
+    output frames start at exactly (s - a) / unit in the run span's output and number (e - s) / unit.
+    """
+    chunk = max(unit, int(chunk_seconds * sample_rate) // unit * unit)
+    ctx = math.ceil(context_seconds * sample_rate / unit) * unit
+    if num_samples <= chunk:
+        return [(0, 0, num_samples, num_samples)]
+    return [(max(0, s - ctx), s, min(s + chunk, num_samples), min(num_samples, s + chunk + ctx))
+            for s in range(0, num_samples, chunk)]
+
+
+@torch.no_grad()
+def chunked_log_probs(loaded: LoadedModel, wave: torch.Tensor, chunk_seconds: float,
+                      context_seconds: float) -> torch.Tensor:
+    """wave (S,) -> log_probs (T', C) on the CPU, T' the frames the model gives the whole file at once.
+
+    A file no longer than one window is run in one piece, exactly as the unchunked model would.
+    """
+    unit = loaded.samples_per_frame
+    total = int(loaded.model.output_lengths(loaded.featurizer.output_lengths(torch.tensor([wave.numel()])))[0])
+    pieces, kept = [], 0
+    for a, s, e, b in windows(wave.numel(), unit, chunk_seconds, context_seconds, loaded.sample_rate):
+        log_probs, n = loaded.log_probs(wave[a:b][None], torch.tensor([b - a]))
+        first = (s - a) // unit
+        count = total - kept if e == wave.numel() else (e - s) // unit
+        piece = log_probs[0, first: min(first + count, int(n[0]))].cpu()
+        pieces.append(piece)
+        kept += piece.shape[0]
+    if kept != total:  # the frame arithmetic above is exact for centred odd conv kernels; guard the invariant
+        raise RuntimeError(f"chunking produced {kept} frames, expected {total}")
+    return torch.cat(pieces)
+
+
+def word_timings(log_probs: torch.Tensor, text: str, tokenizer: CharTokenizer, frame_seconds: float,
+                 duration: float) -> list[dict[str, Any]]:
+    """Words of `text` with start/end seconds from the CTC forced alignment of its characters to log_probs (T', C).
+
+    A word spans from the first frame of its first character to the end of its last character's frames.
+    """
+    targets = tokenizer.encode(text)
+    if not targets:
+        return []
+    if log_probs.shape[0] < required_frames(targets):  # cannot happen for a CTC decoder's own output; be safe
+        log.warning("hypothesis longer than the output frames allow; words are given without times")
+        return [{"word": w, "start": None, "end": None} for w in text.split()]
+    path, scores = AF.forced_align(log_probs[None].float().cpu(), torch.tensor([targets], dtype=torch.int32),
+                                   blank=tokenizer.blank)
+    spans = AF.merge_tokens(path[0], scores[0].exp(), blank=tokenizer.blank)
+    words: list[dict[str, Any]] = []
+    chars: list[str] = []
+    start = end = 0
+    for tok, span in zip(targets, spans):
+        if tokenizer.vocab[tok] == " ":
+            if chars:
+                words.append({"word": "".join(chars), "start": start, "end": end})
+            chars = []
+            continue
+        if not chars:
+            start = span.start
+        chars.append(tokenizer.vocab[tok])
+        end = span.end
+    if chars:
+        words.append({"word": "".join(chars), "start": start, "end": end})
+    for w in words:
+        w["start"] = round(min(w["start"] * frame_seconds, duration), 3)
+        w["end"] = round(min(w["end"] * frame_seconds, duration), 3)
+    return words
+
+
+def transcribe_file(loaded: LoadedModel, decode, decoder_name: str, path: str, cfg: TranscribeConfig
+                    ) -> dict[str, Any]:
+    wave = load_audio(path, loaded.sample_rate)  # (S,) mono, resampled; AudioLoadError names the file
+    duration = wave.numel() / loaded.sample_rate
+    log_probs = chunked_log_probs(loaded, wave, cfg.chunk_seconds, cfg.context_seconds)  # (T', C)
+    text = decode(log_probs[None], torch.tensor([log_probs.shape[0]]))[0]
+    words = word_timings(log_probs, text, loaded.tokenizer, loaded.frame_seconds, duration)
+    return {"audio": path, "text": text, "decoder": decoder_name, "duration": round(duration, 3), "words": words}
+
+
+def main(cfg: DictConfig | TranscribeConfig | dict) -> list[dict[str, Any]]:
+    """Transcribe every file of cfg.audio; writes JSON lines to cfg.output (or stdout) and returns them."""
+    cfg = to_object(cfg, TranscribeConfig)
+    resolve_checkpoint(cfg.checkpoint)
+    for k, p in enumerate(cfg.audio):
+        if not Path(p).is_file():
+            raise ConfigError(f"audio[{k}]: file not found: {p}")
+    loaded = load_model(cfg.checkpoint, cfg.device, cfg.average_last)
+    decode = build_decoder(cfg.decoder, loaded, cfg.beam)
+    out = open(cfg.output, "w", encoding="utf-8") if cfg.output else sys.stdout
+    results = []
+    try:
+        for path in cfg.audio:
+            rec = transcribe_file(loaded, decode, cfg.decoder, path, cfg)
+            results.append(rec)
+            out.write(json.dumps(rec, ensure_ascii=False) + "\n")
+            out.flush()
+            log.info("%s: %.1f s, %d words", path, rec["duration"], len(rec["words"]))
+    finally:
+        if out is not sys.stdout:
+            out.close()
+    return results
+
+
+def _audio_as_list(args: list[str]) -> list[str]:
+    """`audio=talk.flac` -> `audio=['talk.flac']`: one file needs no list syntax (quoted, so any path parses)."""
+    out = []
+    for a in args:
+        value = a[len("audio="):] if a.startswith("audio=") else None
+        if value is not None and not value.startswith("[") and "'" not in value:
+            a = f"audio=['{value}']"
+        out.append(a)
+    return out
+
+
+def cli() -> None:
+    """Hydra entry point (`asr-transcribe checkpoint=RUN_DIR audio=[a.flac,b.wav]` or `audio=a.flac`)."""
+    import hydra
+    from hydra.core.config_store import ConfigStore
+
+    from asr.runtime import config_dir
+    ConfigStore.instance().store(name="transcribe_schema", node=TranscribeConfig)
+    sys.argv = [sys.argv[0], *_audio_as_list(sys.argv[1:])]
+
+    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="transcribe")
+    def _run(cfg: DictConfig) -> None:
+        logging.getLogger().setLevel(logging.INFO)
+        try:
+            main(cfg)
+        except UserError as exc:
+            print(f"asr-transcribe: error: {' '.join(str(exc).split())}", file=sys.stderr)
+            sys.exit(2)
+
+    _run()

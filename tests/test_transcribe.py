@@ -1,0 +1,200 @@
+"""asr-transcribe: any-rate/channel audio, chunked long files, word timings from the CTC alignment, CLI errors."""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from conftest import tone
+from test_evaluate import build_tiny_run
+from asr.config import ConfigError, to_object
+from asr.inference import LoadedModel, load_model
+from asr.text import CharTokenizer
+from asr.transcribe import TranscribeConfig, _audio_as_list, chunked_log_probs, cli, main, windows, word_timings
+
+
+@pytest.fixture(scope="module")
+def tiny_run(tmp_path_factory) -> dict[str, Path]:
+    return build_tiny_run(tmp_path_factory.getbasetemp())
+
+
+@pytest.fixture(scope="module")
+def loaded(tiny_run) -> LoadedModel:
+    return load_model(tiny_run["run"], "cpu")
+
+
+def tones(seconds: float, sample_rate: int = 16000) -> np.ndarray:
+    """Concatenated 1.5 s tones of changing pitch: speech-like variety over a long file."""
+    parts = [tone(1.5, sample_rate, freq=200 + 40 * (k % 7), seed=k) for k in range(math.ceil(seconds / 1.5))]
+    return np.concatenate(parts)[: int(seconds * sample_rate)]
+
+
+def check_words(rec: dict) -> None:
+    assert " ".join(w["word"] for w in rec["words"]) == rec["text"]
+    prev_end = 0.0
+    for w in rec["words"]:
+        assert 0.0 <= prev_end <= w["start"] <= w["end"] <= rec["duration"]
+        prev_end = w["end"]
+
+
+def test_stereo_44k_wav_and_mono_flac(tiny_run, tmp_path, capsys):
+    wave = tones(3.0, 44100)
+    stereo = tmp_path / "stereo.wav"
+    sf.write(stereo, np.stack([wave, 0.5 * wave], axis=1), 44100)
+    mono = tmp_path / "mono.flac"
+    sf.write(mono, tones(2.0), 16000)
+    recs = main({"checkpoint": str(tiny_run["run"]), "audio": [str(stereo), str(mono)], "device": "cpu"})
+    lines = capsys.readouterr().out.strip().splitlines()  # output=null: JSON lines on stdout, nothing else
+    assert [json.loads(line) for line in lines] == recs
+    assert [r["audio"] for r in recs] == [str(stereo), str(mono)]
+    assert recs[0]["duration"] == pytest.approx(3.0, abs=1e-3) and recs[1]["duration"] == pytest.approx(2.0)
+    for rec in recs:
+        assert set(rec) == {"audio", "text", "decoder", "duration", "words"} and rec["decoder"] == "greedy"
+        check_words(rec)
+
+
+def test_beam_lm_writes_jsonl(tiny_run, tmp_path):
+    from asr.decoding.ngram import build_arpa
+    lm = build_arpa(tiny_run["train"], 2, tmp_path / "lm.arpa")
+    path = tmp_path / "a.flac"
+    sf.write(path, tones(4.0), 16000)
+    out = tmp_path / "out.jsonl"
+    main({"checkpoint": str(tiny_run["run"]), "audio": [str(path)], "decoder": "beam_lm", "device": "cpu",
+          "beam": {"lm_path": str(lm)}, "output": str(out)})
+    rec = json.loads(out.read_text())
+    assert rec["decoder"] == "beam_lm"
+    check_words(rec)
+
+
+def test_word_timings_follow_the_alignment():
+    tok = CharTokenizer()
+    ids = {ch: tok.vocab.index(ch) for ch in "AB C"}
+    # frames: A A _ B _ _ ' ' _ C C _  (T' = 12)
+    path = ["A", "A", None, "B", None, None, " ", None, "C", "C", None, None]
+    lp = torch.full((len(path), tok.size), -10.0)
+    for t, ch in enumerate(path):
+        lp[t, 0 if ch is None else ids[ch]] = 0.0
+    lp = lp.log_softmax(-1)
+    words = word_timings(lp, "AB C", tok, frame_seconds=0.04, duration=0.47)
+    assert words == [{"word": "AB", "start": 0.0, "end": 0.16}, {"word": "C", "start": 0.32, "end": 0.4}]
+    assert word_timings(lp, "", tok, 0.04, 0.47) == []
+
+
+@pytest.mark.parametrize("num_samples", [1, 640, 16000 * 30, 16000 * 30 + 1, 16000 * 95 + 123])
+def test_windows_tile_the_file(num_samples):
+    unit = 640
+    wins = windows(num_samples, unit, chunk_seconds=30, context_seconds=2, sample_rate=16000)
+    assert wins[0][1] == 0 and wins[-1][2] == num_samples
+    for (a, s, e, b), nxt in zip(wins, wins[1:] + [None]):
+        assert 0 <= a <= s < e <= b <= num_samples and a % unit == 0 and s % unit == 0
+        if nxt is not None:
+            assert e == nxt[1] and e % unit == 0 and s - a <= 2 * 16000 + unit
+
+
+def test_chunking_keeps_exactly_the_unchunked_frames(loaded):
+    wave = torch.from_numpy(tones(7.3))
+    whole, n = loaded.log_probs(wave[None], torch.tensor([wave.numel()]))
+    whole = whole[0, : int(n[0])]
+    # shorter than a chunk: one piece, identical to running the model on the whole file
+    assert torch.equal(chunked_log_probs(loaded, wave, 30.0, 2.0), whole)
+    # context covering the file: every window sees all of it, so the kept frames must be the unchunked ones
+    assert torch.allclose(chunked_log_probs(loaded, wave, 2.0, 100.0), whole, atol=1e-5)
+    # ordinary context: same frame count (the whole duration), close values
+    assert chunked_log_probs(loaded, wave, 2.0, 1.0).shape == whole.shape
+
+
+def test_long_file_is_processed_in_bounded_chunks(tiny_run, tmp_path, monkeypatch):
+    seconds = 95.0
+    path = tmp_path / "long.flac"
+    sf.write(path, tones(seconds), 16000)
+    seen: list[int] = []
+    original = LoadedModel.log_probs
+
+    def spy(self, waves, lengths):
+        seen.append(waves.shape[-1])
+        return original(self, waves, lengths)
+
+    monkeypatch.setattr(LoadedModel, "log_probs", spy)
+    rec = main({"checkpoint": str(tiny_run["run"]), "audio": [str(path)], "device": "cpu",
+                "output": str(tmp_path / "o.jsonl"), "chunk_seconds": 30, "context_seconds": 2})[0]
+    assert len(seen) == 4 and max(seen) <= (30 + 2 * 2) * 16000  # memory bounded by one extended window
+    assert rec["duration"] == pytest.approx(seconds)
+    check_words(rec)
+
+
+def test_config_errors_name_the_key(tmp_path):
+    with pytest.raises(ConfigError, match=r"^beam\.lm_path"):
+        to_object({"checkpoint": "x.pt", "audio": ["a.wav"], "decoder": "beam_lm"}, TranscribeConfig)
+    with pytest.raises(ConfigError, match=r"^audio"):
+        to_object({"checkpoint": "x.pt"}, TranscribeConfig)
+    with pytest.raises(ConfigError, match=r"^chunk_seconds"):
+        to_object({"checkpoint": "x.pt", "audio": ["a.wav"], "chunk_seconds": 0}, TranscribeConfig)
+
+
+def test_single_file_argument_becomes_a_list():
+    assert _audio_as_list(["audio=a b.wav", "audio=[x.wav]", "decoder=beam"]) == [
+        "audio=['a b.wav']", "audio=[x.wav]", "decoder=beam"]
+
+@pytest.fixture
+def keep_logging():
+    """Hydra's CLI reconfigures the root logger onto the captured stderr, closed after the test: put it back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
+
+
+
+def test_cli_missing_audio_exits_2_with_one_line(tiny_run, tmp_path, monkeypatch, capsys, keep_logging):
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["asr-transcribe", f"checkpoint={tiny_run['run']}",
+                                      f"audio={tmp_path / 'nope.wav'}", "device=cpu"])
+    with pytest.raises(SystemExit) as exc:
+        cli()
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("asr-transcribe: error: audio[0]: file not found") and not captured.out
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_memory_is_bounded_by_the_chunk(tiny_run):
+    loaded = load_model(tiny_run["run"], "cuda")
+
+    def peak(seconds: float, chunk: float) -> tuple[int, torch.Tensor]:
+        wave = torch.from_numpy(tones(seconds))
+        torch.cuda.synchronize()
+        torch.cuda.reset_peak_memory_stats()
+        base = torch.cuda.memory_allocated()
+        out = chunked_log_probs(loaded, wave, chunk, 2.0)
+        torch.cuda.synchronize()
+        return torch.cuda.max_memory_allocated() - base, out
+
+    whole_peak, whole = peak(180.0, 1000.0)  # a 3-minute file in one piece
+    chunk_peak, chunked = peak(180.0, 30.0)  # the same file in 30 s windows (+ 2 s context each side)
+    window_peak, _ = peak(34.0, 1000.0)  # one extended window's worth of audio in one piece
+    print(f"peak CUDA memory: 180 s whole {whole_peak / 2**20:.1f} MiB, 180 s chunked {chunk_peak / 2**20:.1f} MiB, "
+          f"34 s whole {window_peak / 2**20:.1f} MiB")
+    assert chunked.shape == whole.shape
+    assert chunk_peak < whole_peak / 3 and chunk_peak <= 1.2 * window_peak
+
+
+def test_cli_single_file_to_stdout(tiny_run, tmp_path, monkeypatch, capsys, keep_logging):
+    path = tmp_path / "one.flac"
+    sf.write(path, tones(1.5), 16000)
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setattr(sys, "argv", ["asr-transcribe", f"checkpoint={tiny_run['run']}", f"audio={path}",
+                                      "device=cpu", "decoder=beam"])
+    cli()
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 1
+    rec = json.loads(lines[0])
+    assert rec["audio"] == str(path) and rec["decoder"] == "beam" and rec["duration"] == pytest.approx(1.5)
