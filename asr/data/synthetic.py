@@ -1,0 +1,462 @@
+"""The built-in speech corpus: WordNet example sentences read by open text-to-speech voices (espeak-ng, flite),
+written in exact LibriSpeech layout so every LibriSpeech tool reads it unchanged.
+
+    ROOT/<split>/<speaker>/<chapter>/<speaker>-<chapter>-<utt:04d>.flac   16 kHz mono PCM_16
+    ROOT/<split>/<speaker>/<chapter>/<speaker>-<chapter>.trans.txt        "<id> <TEXT>" lines
+    ROOT/manifests/<split>.jsonl    read back from the tree (asr.data.librispeech.read_tree), relative paths
+    ROOT/corpus.json                what was generated (counts, hours, speakers); written last = complete
+    ROOT/vocab.json                 the character vocabulary (asr.text.CharTokenizer)
+
+A speaker is (engine, voice, variant, pitch, rate): pitch and rate are drawn per speaker from a seeded RNG and
+jittered per utterance; each utterance also gets a random gain, 50-400 ms of silence at each end and a low
+noise floor. Splits share neither speakers nor sentences: the sentences are partitioned first (90/5/5), and
+dev/test speakers are new. Unseen voices: espeak-ng variants (the timbre: formants, pitch range) are split
+into families, and whole families are held out for dev (DEV_VARIANTS) and test (TEST_VARIANTS), so the test
+measures voices never heard in training. flite has only four distinct voices, so all of them train; dev/test
+flite speakers differ from the training ones in pitch and rate only. Dev/test never depend on the amount of
+training audio (their RNG streams are separate), so `minutes` can change without moving the benchmark.
+
+Same seed -> the same sentences, speakers and samples (both engines are deterministic).
+"""
+from __future__ import annotations
+
+import fcntl
+import io
+import json
+import multiprocessing as mp
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from dataclasses import asdict, dataclass, replace
+from math import gcd
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+from tqdm import tqdm
+
+from asr.audio import write_flac
+from asr.data.manifest import write_manifest
+from asr.data.sentences import LICENSE, SOURCE, Sentence, load_sentences, split_sentences
+from asr.errors import UserError
+from asr.text import CharTokenizer
+
+VERSION = 1  # bump whenever the same (preset, seed, minutes) would give different audio or text
+SAMPLE_RATE = 16000
+SPLITS = ("train", "dev", "test")
+SENTENCE_FRACTIONS = {"train": 0.90, "dev": 0.05, "test": 0.05}
+ID_BASE = {"dev": 1001, "test": 2001, "train": 3001}  # speaker ids; dev/test ids never move with `minutes`
+SPLIT_KEY = {"train": 1, "dev": 2, "test": 3}  # RNG stream per split
+CHAPTER_UTTS = 40  # utterances per chapter folder (LibriSpeech chapters hold ~10-130)
+
+ESPEAK_ACCENTS = ("en-us", "en-gb", "en-gb-x-rp", "en-gb-scotland", "en-gb-x-gbclan", "en-gb-x-gbcwmd",
+                  "en-029", "en-us-nyc")
+# Variants with echo, robot, whisper or novelty effects are left out. Families that share formant settings
+# (steph*, iven*, the "88 85 154" females, robert/rob/quincy, Gene*) stay on one side of the hold-out.
+DEV_VARIANTS = ("m3", "f2", "klatt3", "Gene", "Gene2", "quincy", "rob", "robert", "steph", "steph2", "steph3")
+TEST_VARIANTS = ("m6", "f4", "aunty", "linda", "belinda", "klatt5", "iven", "iven2", "iven3", "iven4")
+TRAIN_VARIANTS = ("m1", "m2", "m4", "m5", "m7", "m8", "f1", "f3", "f5", "klatt", "klatt2", "klatt4", "klatt6",
+                  "Alex", "Andy", "AnxiousAndy", "Annie", "Andrea", "Alicia", "anika", "Denis", "Diogo",
+                  "Henrique", "Hugo", "michel", "miguel", "Jacky", "Lee", "Mario", "Michael", "Mike", "Nguyen",
+                  "Storm", "adam", "antonio", "benjamin", "boris", "david", "ed", "edward", "edward2", "gustave",
+                  "john", "marcelo", "max", "norbert", "pablo", "paul", "pedro", "sandro", "shelby", "travis",
+                  "victor", "grandpa", "grandma", "zac")
+SPLIT_VARIANTS = {"train": TRAIN_VARIANTS, "dev": DEV_VARIANTS, "test": TEST_VARIANTS}
+# flite voice -> median F0 in Hz of its default reading (measured); pitch is drawn around it.
+# kal is an 8 kHz diphone voice (band-limited, like a phone line); awb_time is a clock-only voice.
+FLITE_VOICES = {"kal": 95.0, "kal16": 95.0, "awb": 128.0, "rms": 100.0, "slt": 166.0}
+FLITEVOX_DIRS = (Path("/usr/share/flite"), Path("/usr/local/share/flite"))  # extra *.flitevox, pitch kept
+ESPEAK_AMPLITUDE = 35  # espeak-ng -a; its default 100 clips some variants (iven, klatt5); level is reset anyway
+# Speaking rates per speaker (jittered +-6% per utterance). At espeak-ng's default 175 wpm (and flite's own
+# tempo) the engines read ~19-20 characters/s of speech, and the fastest utterances left a 4x-subsampled CTC
+# model (the quick study's, DESIGN.md) no spare frames. With these ranges the demo corpus measures 12.5
+# characters/s at the median, 18 at the 99th percentile (LibriSpeech read speech: ~15), and needs at most 90%
+# of the frames such a model has.
+ESPEAK_WPM = (125.0, 170.0)
+FLITE_STRETCH = (1.0, 1.3)
+ESPEAK_TEMPO = {"pedro": 1.12, "antonio": 1.12, "Andrea": 1.13, "anika": 1.13}  # measured, relative to m1
+SECONDS_PER_WORD = {"espeak-ng": 0.31, "flite": 0.33}  # at nominal rate, trimmed; only to plan the amounts
+
+
+@dataclass(frozen=True)
+class Preset:
+    train_minutes: float     # training audio (the `minutes` argument overrides it)
+    dev_minutes: float
+    test_minutes: float
+    speaker_minutes: float   # training minutes per speaker: sets the number of training speakers
+    dev_speakers: int
+    test_speakers: int
+    seed: int = 0
+    max_words: int = 25      # longest sentence (words); "tiny" keeps utterances short
+    flite_share: float = 0.5  # fraction of each split's speakers that are flite voices
+
+
+PRESETS: dict[str, Preset] = {
+    "tiny": Preset(train_minutes=1.5, dev_minutes=0.75, test_minutes=0.75, speaker_minutes=0.375, dev_speakers=2,
+                   test_speakers=2, seed=1234, max_words=8),
+    "demo": Preset(train_minutes=180.0, dev_minutes=10.0, test_minutes=10.0, speaker_minutes=1.5,
+                   dev_speakers=16, test_speakers=16, seed=1234),
+}
+
+
+class EngineMissing(UserError):
+    """A text-to-speech program is not installed or lacks the voices the corpus needs."""
+
+
+class SynthesisError(UserError):
+    """A text-to-speech program failed on one utterance; the message names the command."""
+
+
+@dataclass(frozen=True)
+class Speaker:
+    id: str
+    split: str
+    engine: str     # "espeak-ng" | "flite"
+    voice: str      # espeak-ng accent ("en-gb-x-rp") or flite voice ("slt", or a .flitevox path)
+    variant: str    # espeak-ng variant ("m3"); "" for flite
+    pitch: float    # espeak-ng: -p 0..99; flite: int_f0_target_mean in Hz (0: the voice's own)
+    rate: float     # espeak-ng: -s words per minute; flite: duration_stretch (>1 is slower)
+
+
+@dataclass(frozen=True)
+class Job:
+    """One utterance to render; everything random is already drawn, so workers are deterministic."""
+    id: str
+    path: str
+    speaker: Speaker
+    sentence: Sentence
+    pitch: float
+    rate: float
+    gain_db: float
+    lead_s: float
+    trail_s: float
+    noise_db: float
+    noise_seed: int
+    binary: str     # the engine's resolved path
+
+
+# ------------------------------------------------------------------------------------------------ engines
+
+
+def _run(cmd: list[str], text: str | None = None) -> bytes:
+    try:
+        done = subprocess.run(cmd, input=text.encode() if text is not None else None, capture_output=True,
+                              timeout=120, check=False)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        raise SynthesisError(f"`{' '.join(cmd[:3])} ...` failed: {exc}") from exc
+    if done.returncode != 0:
+        err = done.stderr.decode(errors="replace").strip().splitlines()
+        raise SynthesisError(f"`{' '.join(cmd)}` exited with status {done.returncode}: "
+                             f"{err[0] if err else 'no message'}")
+    return done.stdout
+
+
+def _version(binary: str) -> str:
+    # flite --version exits with status 1; the text is all we want.
+    done = subprocess.run([binary, "--version"], capture_output=True, timeout=30, check=False)
+    lines = (done.stdout + done.stderr).decode(errors="replace").strip().splitlines()
+    return lines[-1].strip() if lines else "unknown"
+
+
+def find_engines() -> dict:
+    """The installed engines and the voices of ours they offer; EngineMissing if either engine is absent."""
+    found = {}
+    for name, package in (("espeak-ng", "espeak-ng"), ("flite", "flite")):
+        binary = shutil.which(name)
+        if binary is None:
+            raise EngineMissing(f"text-to-speech program `{name}` not found on PATH; install it "
+                                f"(`apt-get install {package}`) or add its folder to PATH")
+        found[name] = binary
+    listing = _run([found["espeak-ng"], "--voices=en"]).decode(errors="replace").splitlines()[1:]
+    codes = {line.split()[1] for line in listing if len(line.split()) > 1}
+    accents = [a for a in ESPEAK_ACCENTS if a in codes]
+    variants_out = _run([found["espeak-ng"], "--voices=variant"]).decode(errors="replace")
+    variants = set(re.findall(r"!v/(\S+)", variants_out))
+    flite_out = _run([found["flite"], "-lv"]).decode(errors="replace")
+    flite = {v: f0 for v, f0 in FLITE_VOICES.items() if v in flite_out.split()}
+    for d in FLITEVOX_DIRS:
+        for vox in sorted(d.rglob("*.flitevox")) if d.is_dir() else []:
+            flite[str(vox)] = 0.0
+    split_variants = {s: [v for v in SPLIT_VARIANTS[s] if v in variants] for s in SPLITS}
+    if not accents or not flite or not all(split_variants.values()):
+        raise EngineMissing("espeak-ng/flite lack the English voices the corpus needs (accents "
+                            f"{accents}, flite {sorted(flite)}); install espeak-ng-data and flite from Debian")
+    version = {k: _version(b) for k, b in found.items()}
+    return {"binaries": found, "versions": version, "accents": accents, "variants": split_variants,
+            "flite": flite}
+
+
+def _command(job: Job) -> tuple[list[str], str | None]:
+    s = job.speaker
+    if s.engine == "espeak-ng":
+        return [job.binary, "-v", f"{s.voice}+{s.variant}", "-s", str(round(job.rate)), "-p",
+                str(round(job.pitch)), "-a", str(ESPEAK_AMPLITUDE), "--stdout", "--stdin"], job.sentence.prompt
+    cmd = [job.binary, "-voice", s.voice, "--setf", f"duration_stretch={job.rate:.3f}"]
+    if job.pitch > 0:
+        cmd += ["--setf", f"int_f0_target_mean={job.pitch:.1f}"]
+    return cmd + ["-t", job.sentence.prompt, "-o", "/dev/stdout"], None
+
+
+def render(job: Job) -> np.ndarray:
+    """Synthesize, resample to 16 kHz, trim, set the level, pad with silence and add the noise floor."""
+    cmd, stdin = _command(job)
+    raw = _run(cmd, stdin)
+    try:
+        wave, sr = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
+    except Exception as exc:
+        raise SynthesisError(f"`{' '.join(cmd)}` wrote no readable WAV ({exc}); check that the engine works") from exc
+    wave = wave.mean(axis=1)
+    if sr != SAMPLE_RATE:
+        g = gcd(sr, SAMPLE_RATE)
+        wave = resample_poly(wave, SAMPLE_RATE // g, sr // g).astype(np.float32)
+    peak = float(np.abs(wave).max()) if wave.size else 0.0
+    if peak <= 0.0:
+        raise SynthesisError(f"`{' '.join(cmd)}` produced silence for utterance {job.id}")
+    loud = np.flatnonzero(np.abs(wave) > peak * 10 ** (-45 / 20))
+    margin = SAMPLE_RATE // 100
+    wave = wave[max(0, loud[0] - margin): loud[-1] + margin]
+    rms = float(np.sqrt(np.mean(wave.astype(np.float64) ** 2)))
+    wave = wave * (10 ** ((-20.0 + job.gain_db) / 20) / rms)
+    wave = np.concatenate([np.zeros(round(job.lead_s * SAMPLE_RATE), np.float32), wave,
+                           np.zeros(round(job.trail_s * SAMPLE_RATE), np.float32)])
+    noise = np.random.default_rng(job.noise_seed).standard_normal(wave.size)
+    wave = wave + noise * 10 ** (job.noise_db / 20)
+    peak = float(np.abs(wave).max())
+    if peak > 0.95:  # a plain limiter: loud voices are scaled down rather than clipped
+        wave = wave * (0.95 / peak)
+    return wave.astype(np.float32)
+
+
+def _render_to_file(job: Job) -> int:
+    wave = render(job)
+    write_flac(job.path, wave, SAMPLE_RATE)
+    return int(wave.size)
+
+
+# ------------------------------------------------------------------------------------------------ the plan
+
+
+def _deal(items, n: int, rng: np.random.Generator) -> list:
+    """n items, dealt from successive shuffles of `items`: each is used once before any is used twice."""
+    items = list(items)
+    out: list = []
+    while len(out) < n:
+        out += [items[i] for i in rng.permutation(len(items))]
+    return out[:n]
+
+
+def _draw_speakers(split: str, n: int, engines: dict, flite_share: float,
+                   rng: np.random.Generator) -> list[Speaker]:
+    n_flite = round(n * flite_share)
+    if n >= 2:  # both engines in every split
+        n_flite = min(max(n_flite, 1), n - 1)
+    kinds = _deal(["flite"] * n_flite + ["espeak-ng"] * (n - n_flite), n, rng)
+    n_espeak = n - n_flite
+    # Variants (timbres) and accents are dealt separately, so every variant is heard before any repeats.
+    espeak = list(zip(_deal(engines["accents"], n_espeak, rng), _deal(engines["variants"][split], n_espeak, rng)))
+    flite = _deal(engines["flite"], n_flite, rng)
+    speakers = []
+    for i, kind in enumerate(kinds):
+        sid = str(ID_BASE[split] + i)
+        if kind == "espeak-ng":
+            accent, variant = espeak.pop(0)
+            wpm = rng.uniform(*ESPEAK_WPM) / ESPEAK_TEMPO.get(variant, 1.0)
+            speakers.append(Speaker(sid, split, kind, accent, variant, pitch=round(rng.uniform(30, 70), 1),
+                                    rate=round(wpm, 1)))
+        else:
+            voice = flite.pop(0)
+            speakers.append(Speaker(sid, split, kind, voice, "",
+                                    pitch=round(engines["flite"][voice] * rng.uniform(0.82, 1.22), 1),
+                                    rate=round(rng.uniform(*FLITE_STRETCH), 3)))
+    return speakers
+
+
+def _estimate(sentence: Sentence, engine: str, rate: float) -> float:
+    factor = 175.0 / rate if engine == "espeak-ng" else rate
+    return len(sentence.text.split()) * SECONDS_PER_WORD[engine] * factor
+
+
+def plan_split(split: str, minutes: float, n_speakers: int, pool: list[Sentence], engines: dict,
+               flite_share: float, seed: int, folder: Path) -> list[Job]:
+    """Speakers and utterances of one split, every random choice drawn here from the split's own stream.
+
+    Each speaker reads sentences from the split's pool (a seeded shuffle, reshuffled when used up) until its
+    share of `minutes` is reached, by an estimate from the word count and speaking rate.
+    """
+    rng = np.random.default_rng([seed, SPLIT_KEY[split]])
+    speakers = _draw_speakers(split, n_speakers, engines, flite_share, rng)
+    order, cursor = rng.permutation(len(pool)), 0
+    share = minutes * 60.0 / n_speakers
+    jobs: list[Job] = []
+    for spk in speakers:
+        planned, k = 0.0, 0
+        while planned < share:
+            if cursor == len(order):
+                order, cursor = rng.permutation(len(pool)), 0
+            sentence = pool[order[cursor]]
+            cursor += 1
+            jit_rate, jit_pitch = rng.uniform(0.94, 1.06), rng.uniform(-1.0, 1.0)
+            if spk.engine == "espeak-ng":
+                pitch = float(np.clip(spk.pitch + 4.0 * jit_pitch, 0, 99))
+            else:
+                pitch = spk.pitch * (1.0 + 0.04 * jit_pitch)
+            lead, trail = rng.uniform(0.05, 0.4, size=2)
+            chapter = int(spk.id) * 100 + k // CHAPTER_UTTS
+            uid = f"{spk.id}-{chapter}-{k % CHAPTER_UTTS:04d}"
+            jobs.append(Job(id=uid, path=str(folder / spk.id / str(chapter) / f"{uid}.flac"), speaker=spk,
+                            sentence=sentence, pitch=round(pitch, 2), rate=round(spk.rate * jit_rate, 3),
+                            gain_db=round(rng.uniform(-6.0, 3.0), 2), lead_s=round(lead, 3),
+                            trail_s=round(trail, 3), noise_db=round(rng.uniform(-72.0, -58.0), 1),
+                            noise_seed=int(rng.integers(2 ** 62)), binary=engines["binaries"][spk.engine]))
+            planned += _estimate(sentence, spk.engine, jobs[-1].rate) + lead + trail
+            k += 1
+    return jobs
+
+
+# ------------------------------------------------------------------------------------------------ generate
+
+
+def _write_json(path: Path, obj) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=1) + "\n")
+    os.replace(tmp, path)
+
+
+def _is_complete(root: Path, key: dict, manifests: dict[str, Path]) -> bool:
+    try:
+        meta = json.loads((root / "corpus.json").read_text())
+    except (OSError, ValueError):
+        return False
+    return all(meta.get(k) == v for k, v in key.items()) and all(p.is_file() for p in manifests.values())
+
+
+def _render_all(jobs: list[Job], n_jobs: int, progress: bool) -> list[int]:
+    bar = dict(total=len(jobs), desc="synthesizing", unit="utt", disable=not progress, file=sys.stderr)
+    if n_jobs == 1:
+        return [_render_to_file(j) for j in tqdm(jobs, **bar)]
+    # fork: workers need only numpy, scipy and soundfile; spawn would re-import torch in each of them.
+    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
+    with ctx.Pool(n_jobs) as pool:
+        return list(tqdm(pool.imap(_render_to_file, jobs, chunksize=4), **bar))
+
+
+def _describe(key: dict, engines: dict, pools: dict, plans: dict, utts: dict) -> dict:
+    splits, speakers = {}, {}
+    for split in SPLITS:
+        spk = {j.speaker.id: j.speaker for j in plans[split]}
+        seconds = sum(u.duration for u in utts[split])
+        splits[split] = {
+            "utterances": len(utts[split]), "hours": round(seconds / 3600, 4),
+            "speakers": len(spk), "sentences": len({j.sentence.text for j in plans[split]}),
+            "sentence_pool": len(pools[split]),
+            "utterances_by_engine": {e: sum(j.speaker.engine == e for j in plans[split]) for e in engines["binaries"]},
+            "voices": sorted({f"{s.engine}:{s.voice}" + (f"+{s.variant}" if s.variant else "") for s in spk.values()}),
+        }
+        speakers.update({k: {f: v for f, v in asdict(s).items() if f != "id"} for k, s in spk.items()})
+    return {**key, "sample_rate": SAMPLE_RATE, "layout": "LibriSpeech",
+            "text_source": SOURCE, "text_license": LICENSE, "engines": engines["versions"],
+            "heldout_variants": {"dev": engines["variants"]["dev"], "test": engines["variants"]["test"]},
+            "splits": splits, "speakers": speakers}
+
+
+def _build(root: Path, p: Preset, key: dict, engines: dict, n_jobs: int, progress: bool) -> dict:
+    """Render everything into ROOT/.partial, then swap it in; corpus.json last. Returns corpus.json's content."""
+    seed, minutes = key["seed"], key["minutes"]
+    pools = split_sentences(load_sentences(max_words=p.max_words), SENTENCE_FRACTIONS,
+                            np.random.default_rng([seed, 0]))
+    work = root / ".partial"  # an interrupted run leaves only this (and no corpus.json)
+    shutil.rmtree(work, ignore_errors=True)
+    amounts = {"train": (minutes, max(2, round(minutes / p.speaker_minutes))),
+               "dev": (p.dev_minutes, p.dev_speakers), "test": (p.test_minutes, p.test_speakers)}
+    plans = {s: plan_split(s, *amounts[s], pools[s], engines, p.flite_share, seed, work / s) for s in SPLITS}
+    for split_jobs in plans.values():
+        chapters: dict[Path, list[str]] = {}
+        for j in split_jobs:
+            chapters.setdefault(Path(j.path).parent, []).append(f"{j.id} {j.sentence.text}")
+        for folder, lines in chapters.items():
+            folder.mkdir(parents=True, exist_ok=True)
+            (folder / f"{folder.parent.name}-{folder.name}.trans.txt").write_text("\n".join(lines) + "\n")
+    everything = [j for s in SPLITS for j in plans[s]]
+    start = time.monotonic()
+    _render_all(everything, min(n_jobs, len(everything)), progress)
+    elapsed = time.monotonic() - start
+
+    from asr.data.librispeech import read_tree  # the same reader as for the real corpus
+    (root / "corpus.json").unlink(missing_ok=True)
+    for d in (*SPLITS, "manifests"):
+        shutil.rmtree(root / d, ignore_errors=True)
+    utts = {}
+    for split in SPLITS:
+        os.replace(work / split, root / split)
+        utts[split] = read_tree(root / split)
+        path = root / "manifests" / f"{split}.jsonl"
+        base = path.parent.resolve()
+        base.mkdir(parents=True, exist_ok=True)
+        write_manifest(path, [replace(u, audio_filepath=os.path.relpath(u.audio_filepath, base))
+                              for u in utts[split]])
+    shutil.rmtree(work, ignore_errors=True)
+    CharTokenizer().save(root / "vocab.json")
+    meta = _describe(key, engines, pools, plans, utts)
+    _write_json(root / "corpus.json", meta)
+    hours = sum(s["hours"] for s in meta["splits"].values())
+    print(f"synthesized {len(everything)} utterances ({hours:.2f} h) in {elapsed:.0f} s with {n_jobs} "
+          f"process(es) into {root}", file=sys.stderr)
+    return meta
+
+
+@contextmanager
+def _exclusive(root: Path):
+    """One writer per ROOT (e.g. every DDP rank calling generate): the others wait, then find it complete."""
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as f:
+        try:
+            fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            print(f"waiting for another `asr-data synth` writing {root} ...", file=sys.stderr)
+            fcntl.flock(f, fcntl.LOCK_EX)
+        yield
+
+
+def generate(preset: str, root: str | Path, minutes: float | None = None, seed: int | None = None,
+             jobs: int | None = None, progress: bool = True) -> dict[str, Path]:
+    """Generate (or find already generated) the corpus under ROOT; returns {split: manifest path}.
+
+    `minutes` overrides the preset's amount of training audio, `seed` its seed; `jobs` worker processes
+    (default: all cores). Skips the work if ROOT/corpus.json matches (preset, seed, minutes, version).
+    """
+    if preset not in PRESETS:
+        raise UserError(f"unknown synthetic corpus preset {preset!r}; choose one of {', '.join(PRESETS)}")
+    p = PRESETS[preset]
+    seed = p.seed if seed is None else int(seed)
+    minutes = p.train_minutes if minutes is None else float(minutes)
+    if not minutes > 0:
+        raise UserError(f"--minutes must be > 0, got {minutes}")
+    n_jobs = (os.cpu_count() or 1) if jobs is None else int(jobs)
+    if n_jobs < 1:
+        raise UserError(f"--jobs must be >= 1, got {jobs}")
+    root = Path(root)
+    manifests = {s: root / "manifests" / f"{s}.jsonl" for s in SPLITS}
+    key = {"preset": preset, "seed": seed, "minutes": minutes, "version": VERSION}
+    done = f"synthetic corpus already complete in {root} (preset {preset}, seed {seed}, {minutes:g} min); " \
+           "delete the folder to regenerate"
+    if _is_complete(root, key, manifests):
+        print(done, file=sys.stderr)
+        return manifests
+    owned = root / ".synthetic"
+    if not owned.exists() and any((root / d).exists() for d in (*SPLITS, "manifests")):
+        raise UserError(f"{root} holds train/dev/test/manifests folders not made by `asr-data synth`; "
+                        "choose an empty --root")
+    engines = find_engines()
+    with _exclusive(root):
+        if _is_complete(root, key, manifests):  # another process finished it while we waited
+            print(done, file=sys.stderr)
+            return manifests
+        owned.write_text("made by asr-data synth; its train/dev/test/manifests folders are replaced on "
+                         "regeneration\n")
+        _build(root, p, key, engines, n_jobs, progress)
+    return manifests
