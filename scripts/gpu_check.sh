@@ -1,0 +1,18 @@
+#!/usr/bin/env bash
+# The GPU checks, as one short script for a lent GPU machine (see docs/BENCHMARKS.md for the figures):
+# training throughput of the large model in fp32/fp16/bf16 on generated batches, the small model for scale,
+# a real `asr-train` run on CUDA with fp16 on the tiny corpus, and the CUDA-only tests.
+# Expects the project's Python dependencies importable (PYTHONPATH) and data/synthetic_tiny generated.
+set -uo pipefail
+OUT="${OUT:-/tmp/gpu_check}"; mkdir -p "$OUT"
+export PYTHONPATH="${PYTHONPATH:+$PYTHONPATH:}$PWD" PYTHONUNBUFFERED=1
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader
+python3 scripts/bench_gpu_train.py --model large --steps 150 --batch 32 --seconds 15 --precisions fp32,fp16 --out "$OUT/bench.jsonl"
+python3 scripts/bench_gpu_train.py --model large --steps 50 --batch 32 --seconds 15 --precisions bf16 --out "$OUT/bench.jsonl"
+python3 scripts/bench_gpu_train.py --model small --steps 50 --batch 64 --seconds 15 --precisions fp32,fp16 --out "$OUT/bench.jsonl"
+m=data/synthetic_tiny/manifests
+python3 -m asr.train data=synthetic_tiny data.synth_preset=null "data.train_manifests=[$m/train.jsonl]" \
+  "data.dev_manifests={dev:$m/dev.jsonl}" trainer.device=cuda trainer.precision=fp16 trainer.max_steps=60 \
+  trainer.progress=false run_dir="$OUT/run_fp16" 2>&1 | grep -vE "synthesizing|^\s*$" | tail -8
+python3 -m pytest -q -p no:cacheprovider tests/test_features.py tests/test_model.py tests/test_evaluate.py \
+  tests/decoding -k "cuda or gpu" 2>&1 | tail -4
