@@ -6,6 +6,7 @@ written in exact LibriSpeech layout so every LibriSpeech tool reads it unchanged
     ROOT/manifests/<split>.jsonl    read back from the tree (asr.data.librispeech.read_tree), relative paths
     ROOT/corpus.json                what was generated (counts, hours, speakers); written last = complete
     ROOT/vocab.json                 the character vocabulary (asr.text.CharTokenizer)
+    ROOT/lm_text.txt                every sentence of the training pool, one a line (LM text; no dev/test text)
 
 A speaker is (engine, voice, variant, pitch, rate): pitch and rate are drawn per speaker from a seeded RNG and
 jittered per utterance; each utterance also gets a random gain, 50-400 ms of silence at each end and a low
@@ -46,7 +47,7 @@ from asr.data.sentences import LICENSE, SOURCE, Sentence, load_sentences, split_
 from asr.errors import UserError
 from asr.text import CharTokenizer
 
-VERSION = 1  # bump whenever the same (preset, seed, minutes) would give different audio or text
+VERSION = 2  # bump whenever the same (preset, seed, minutes) would give different audio or text
 SAMPLE_RATE = 16000
 SPLITS = ("train", "dev", "test")
 SENTENCE_FRACTIONS = {"train": 0.90, "dev": 0.05, "test": 0.05}
@@ -401,6 +402,9 @@ def _build(root: Path, p: Preset, key: dict, engines: dict, n_jobs: int, progres
                               for u in utts[split]])
     shutil.rmtree(work, ignore_errors=True)
     CharTokenizer().save(root / "vocab.json")
+    # Language-model text: every sentence of the *training* pool (far more than the audio reads), never a
+    # dev/test sentence, so an LM built from it is honest about the held-out splits.
+    (root / "lm_text.txt").write_text("\n".join(sent.text for sent in pools["train"]) + "\n")
     meta = _describe(key, engines, pools, plans, utts)
     _write_json(root / "corpus.json", meta)
     hours = sum(s["hours"] for s in meta["splits"].values())

@@ -119,6 +119,14 @@ def test_every_split_has_both_engines_and_heldout_voices_stay_out_of_training(co
         "version": synthetic.VERSION}
 
 
+def test_lm_text_covers_training_sentences_and_no_dev_or_test_sentence(corpus):
+    root, _, utts = corpus
+    lm = set((root / "lm_text.txt").read_text().splitlines())
+    assert {u.text for u in utts["train"]} <= lm
+    assert len(lm) > len({u.text for u in utts["train"]})  # the whole training pool, not only what was read
+    assert not lm & {u.text for s in ("dev", "test") for u in utts[s]}
+
+
 def test_text_uses_only_tokenizer_characters_and_vocab_is_saved(corpus):
     root, _, utts = corpus
     tok = CharTokenizer()
