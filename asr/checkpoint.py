@@ -8,11 +8,9 @@ loading never unpickles arbitrary objects (`torch.load(..., weights_only=True)`)
 from __future__ import annotations
 
 import logging
-import os
 import random
 import re
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import numpy as np
 import torch
 
 from asr.errors import UserError
+from asr.fileio import atomic_write
 
 log = logging.getLogger(__name__)
 
@@ -65,23 +64,8 @@ def set_rng_state(state: dict[str, Any]) -> None:
 
 def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     """torch.save to a temp file in the same folder, fsync, rename: a crash never leaves a half file."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            torch.save(obj, f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
     return path
 
 
@@ -131,9 +115,8 @@ def mark_best(path: str | Path) -> Path:
     """Copy a rolling checkpoint to best.pt atomically (copy + rename, so best.pt is never half-written)."""
     path = Path(path)
     best = path.parent / "best.pt"
-    tmp = path.parent / ".best.pt.tmp"
-    shutil.copyfile(path, tmp)
-    os.replace(tmp, best)
+    with atomic_write(best, "wb") as dst, open(path, "rb") as src:
+        shutil.copyfileobj(src, dst)
     return best
 
 

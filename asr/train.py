@@ -18,7 +18,6 @@ from typing import Any, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
-from torch.nn.parallel import DistributedDataParallel as DDP
 from tqdm import tqdm
 
 from asr import checkpoint as ckpt_io
@@ -29,7 +28,7 @@ from asr.ctc import ctc_loss
 from asr.decoding.greedy import greedy_decode
 from asr.errors import UserError
 from asr.metrics import score
-from asr.optim import build_optimizer, lr_at, progress, set_lr
+from asr.optim import lr_at, progress, set_lr
 from asr.runtime import Components, build, evaluate_loss_batches, resolve_run_dir, setup_logging
 
 log = logging.getLogger("asr.train")

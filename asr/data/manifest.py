@@ -9,11 +9,11 @@ from __future__ import annotations
 import json
 import math
 import os
-import tempfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from asr.errors import UserError
+from asr.fileio import atomic_write
 
 
 class ManifestError(UserError):
@@ -75,16 +75,6 @@ def read_manifest(path: str | Path, allow_empty: bool = False) -> list[Utterance
 
 def write_manifest(path: str | Path, utts: list[Utterance]) -> None:
     """Write atomically (temp file + rename) so a crash never leaves half a manifest."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            for u in utts:
-                f.write(json.dumps(asdict(u), ensure_ascii=False) + "\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(path) as f:
+        for u in utts:
+            f.write(json.dumps(asdict(u), ensure_ascii=False) + "\n")

@@ -27,13 +27,12 @@ import gzip
 import json
 import logging
 import math
-import os
-import tempfile
 from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from asr.fileio import atomic_write
 from asr.errors import UserError
 from asr.text import normalize
 
@@ -221,35 +220,26 @@ def _special_first(g: Ngram) -> tuple:
 def write_arpa(model: KneserNeyModel, out: str | Path) -> Path:
     """Write `model` as an ARPA file atomically (temp file + rename); returns the path."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write("\\data\\\n")
-            # <s> is listed among the unigrams although it is never predicted (ARPA convention).
-            sizes = [len(p) for p in model.probs]
-            sizes[0] += (BOS,) not in model.probs[0]
-            for n, size in enumerate(sizes, 1):
-                f.write(f"ngram {n}={size}\n")
-            for n in range(1, model.order + 1):
-                f.write(f"\n\\{n}-grams:\n")
-                probs, bows = dict(model.probs[n - 1]), model.backoffs[n - 1]
-                if n == 1:
-                    probs[(BOS,)] = 0.0
-                for g in sorted(probs, key=_special_first):
-                    p = probs[g]
-                    lp = BOS_LOGPROB if g == (BOS,) else math.log10(p)
-                    line = f"{lp:.6f}\t{' '.join(g)}"
-                    if g in bows:
-                        line += f"\t{math.log10(bows[g]):.6f}"
-                    f.write(line + "\n")
-            f.write("\n\\end\\\n")
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, out)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_write(out) as f:
+        f.write("\\data\\\n")
+        # <s> is listed among the unigrams although it is never predicted (ARPA convention).
+        sizes = [len(p) for p in model.probs]
+        sizes[0] += (BOS,) not in model.probs[0]
+        for n, size in enumerate(sizes, 1):
+            f.write(f"ngram {n}={size}\n")
+        for n in range(1, model.order + 1):
+            f.write(f"\n\\{n}-grams:\n")
+            probs, bows = dict(model.probs[n - 1]), model.backoffs[n - 1]
+            if n == 1:
+                probs[(BOS,)] = 0.0
+            for g in sorted(probs, key=_special_first):
+                p = probs[g]
+                lp = BOS_LOGPROB if g == (BOS,) else math.log10(p)
+                line = f"{lp:.6f}\t{' '.join(g)}"
+                if g in bows:
+                    line += f"\t{math.log10(bows[g]):.6f}"
+                f.write(line + "\n")
+        f.write("\n\\end\\\n")
     return out
 
 

@@ -1,0 +1,89 @@
+"""Checkpoints: atomic writes, weights_only loading, newest-loadable selection, pruning, averaging, RNG state."""
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from asr import checkpoint as ck
+
+
+def _blob(step: int, value: float = 0.0) -> dict:
+    return {"format_version": ck.FORMAT_VERSION, "model": {"w": torch.full((2, 2), value), "n": torch.tensor(step)},
+            "state": {"step": step}, "versions": ck.versions(), "rng": ck.rng_state()}
+
+
+def test_round_trip_loads_with_weights_only(tmp_path):
+    path = ck.save_atomic(_blob(3, 1.5), ck.step_path(tmp_path, 3))
+    blob = ck.load(path)
+    assert blob["state"]["step"] == 3 and torch.equal(blob["model"]["w"], torch.full((2, 2), 1.5))
+    assert all(isinstance(v, str) for v in blob["versions"].values())
+
+
+def test_arbitrary_pickles_are_refused(tmp_path):
+    class Evil:
+        def __reduce__(self):
+            return (print, ("pwned",))
+    torch.save({"format_version": ck.FORMAT_VERSION, "x": Evil()}, tmp_path / "evil.pt")
+    with pytest.raises(ck.CheckpointError, match="evil.pt"):
+        ck.load(tmp_path / "evil.pt")
+
+
+def test_missing_truncated_and_foreign_files_name_the_file(tmp_path):
+    with pytest.raises(ck.CheckpointError, match="not found"):
+        ck.load(tmp_path / "nope.pt")
+    good = ck.save_atomic(_blob(1), tmp_path / "a.pt")
+    (tmp_path / "cut.pt").write_bytes(good.read_bytes()[:100])
+    with pytest.raises(ck.CheckpointError, match="cut.pt"):
+        ck.load(tmp_path / "cut.pt")
+    torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
+    with pytest.raises(ck.CheckpointError, match="not an asr checkpoint"):
+        ck.load(tmp_path / "other.pt")
+
+
+def test_newest_loadable_skips_a_corrupt_newest_and_ignores_temp_files(tmp_path):
+    for s in (1, 2):
+        ck.save_atomic(_blob(s), ck.step_path(tmp_path, s))
+    ck.step_path(tmp_path, 3).write_bytes(b"garbage")
+    (tmp_path / ".step-00000004.pt.abc.tmp").write_bytes(b"half")
+    path, blob = ck.latest_loadable(tmp_path)
+    assert path == ck.step_path(tmp_path, 2) and blob["state"]["step"] == 2
+    assert ck.latest_loadable(tmp_path / "empty") is None
+
+
+def test_a_failed_write_leaves_the_old_file(tmp_path):
+    path = ck.save_atomic(_blob(1, 1.0), tmp_path / "c.pt")
+
+    class Boom:
+        def __reduce__(self):
+            raise RuntimeError("disk full")
+    with pytest.raises(RuntimeError):
+        ck.save_atomic({"x": Boom()}, path)
+    assert ck.load(path)["state"]["step"] == 1
+    assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
+
+
+def test_prune_keeps_last_k_and_best_is_a_copy(tmp_path):
+    for s in range(1, 6):
+        ck.save_atomic(_blob(s), ck.step_path(tmp_path, s))
+    best = ck.mark_best(ck.step_path(tmp_path, 2))
+    ck.prune(tmp_path, keep_last=2)
+    assert [p.name for p in ck.list_checkpoints(tmp_path)] == ["step-00000004.pt", "step-00000005.pt"]
+    assert ck.load(best)["state"]["step"] == 2
+
+
+def test_average_is_the_elementwise_mean_of_float_weights(tmp_path):
+    paths = [ck.save_atomic(_blob(s, float(s)), ck.step_path(tmp_path, s)) for s in (1, 2, 3)]
+    avg = ck.average_state_dicts(paths)
+    assert torch.allclose(avg["w"], torch.full((2, 2), 2.0))
+    assert avg["n"].item() == 3  # integer buffers come from the newest
+
+
+def test_rng_state_restores_python_numpy_and_torch(tmp_path):
+    state = ck.rng_state()
+    first = (random.random(), np.random.rand(), torch.rand(1).item())
+    ck.save_atomic({"format_version": ck.FORMAT_VERSION, "rng": state}, tmp_path / "r.pt")
+    ck.set_rng_state(ck.load(tmp_path / "r.pt")["rng"])
+    assert (random.random(), np.random.rand(), torch.rand(1).item()) == first
