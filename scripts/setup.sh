@@ -19,7 +19,7 @@ fi
 
 PY=""
 for cand in ${PYTHON:-} python3.12 python3.11 python3.10 python3; do
-  if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(not ((3,10) <= sys.version_info[:2] <= (3,12)))'; then
+  if command -v "$cand" >/dev/null && "$cand" -c 'import sys; sys.exit(not ((3,10) <= sys.version_info[:2] <= (3,12)))' 2>/dev/null; then
     PY="$cand"; break
   fi
 done
