@@ -14,19 +14,25 @@ from __future__ import annotations
 import json
 import logging
 import math
-import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig
 
-from asr import tb
+from asr import hydra_cli, tb
 from asr.config import ConfigError, to_object
 from asr.data.manifest import read_manifest
-from asr.errors import UserError
-from asr.inference import DECODERS, BeamConfig, CachedLogProbs, LoadedModel, build_decoder, cache_log_probs, \
-    load_model, resolve_checkpoint
+from asr.inference import (
+    DECODERS,
+    BeamConfig,
+    CachedLogProbs,
+    LoadedModel,
+    build_decoder,
+    cache_log_probs,
+    load_model,
+    resolve_checkpoint,
+)
 from asr.metrics import ErrorCounts, score
 
 log = logging.getLogger("asr.evaluate")
@@ -299,19 +305,4 @@ def main(cfg: DictConfig | EvalConfig | dict) -> dict[str, Any]:
 
 def cli() -> None:
     """Hydra entry point (`asr-eval checkpoint=RUN_DIR corpus=librispeech decoders=[greedy,beam]`)."""
-    import hydra
-    from hydra.core.config_store import ConfigStore
-
-    from asr.runtime import config_dir
-    ConfigStore.instance().store(name="eval_schema", node=EvalConfig)
-
-    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="eval")
-    def _run(cfg: DictConfig) -> None:
-        logging.getLogger().setLevel(logging.INFO)
-        try:
-            main(cfg)
-        except UserError as exc:
-            print(f"asr-eval: error: {' '.join(str(exc).split())}", file=sys.stderr)
-            sys.exit(2)
-
-    _run()
+    hydra_cli.run("asr-eval", "eval", "eval_schema", EvalConfig, main)

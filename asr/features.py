@@ -5,8 +5,8 @@ Shapes: B batch, S samples, T frames (T = 1 + S // hop with centred frames), F m
 from __future__ import annotations
 
 import torch
-from torch import nn
 import torchaudio
+from torch import nn
 
 from asr.config import FeatureConfig
 

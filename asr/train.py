@@ -10,7 +10,6 @@ import json
 import logging
 import math
 import signal
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -22,7 +21,7 @@ from tqdm import tqdm
 
 from asr import checkpoint as ckpt_io
 from asr import distributed as dist_utils
-from asr import tb
+from asr import hydra_cli, tb
 from asr.config import TrainConfig, to_object
 from asr.ctc import ctc_loss
 from asr.decoding.greedy import greedy_decode
@@ -344,28 +343,17 @@ def main(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
         dist_utils.teardown()
 
 
+def _report(summary: dict[str, Any]) -> None:
+    last = summary["history"][-1] if summary["history"] else {}
+    for split, r in last.items():
+        if isinstance(r, dict):
+            print(f"{split}: greedy WER {100 * r['wer_greedy']:.2f}%  CER {100 * r['cer_greedy']:.2f}%")
+    print(f"run dir: {summary['run_dir']}")
+
+
 def cli() -> None:
     """Hydra entry point (`asr-train data=... model=... optim.lr=...`)."""
-    import hydra
-
-    from asr.config import register_configs
-    from asr.runtime import config_dir
-    register_configs()
-
-    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="train")
-    def _run(cfg: DictConfig) -> None:
-        try:
-            summary = main(cfg)
-        except UserError as exc:
-            print(f"asr-train: error: {exc}", file=sys.stderr)
-            sys.exit(2)
-        last = summary["history"][-1] if summary["history"] else {}
-        for split, r in last.items():
-            if isinstance(r, dict):
-                print(f"{split}: greedy WER {100 * r['wer_greedy']:.2f}%  CER {100 * r['cer_greedy']:.2f}%")
-        print(f"run dir: {summary['run_dir']}")
-
-    _run()
+    hydra_cli.run("asr-train", "train", "train_schema", TrainConfig, main, report=_report)
 
 
 if __name__ == "__main__":

@@ -27,10 +27,10 @@ import torch
 import torchaudio.functional as AF
 from omegaconf import DictConfig
 
+from asr import hydra_cli
 from asr.audio import load_audio
 from asr.config import ConfigError, to_object
 from asr.ctc import required_frames
-from asr.errors import UserError
 from asr.inference import DECODERS, BeamConfig, LoadedModel, build_decoder, load_model, resolve_checkpoint
 from asr.text import CharTokenizer
 
@@ -185,20 +185,5 @@ def _audio_as_list(args: list[str]) -> list[str]:
 
 def cli() -> None:
     """Hydra entry point (`asr-transcribe checkpoint=RUN_DIR audio=[a.flac,b.wav]` or `audio=a.flac`)."""
-    import hydra
-    from hydra.core.config_store import ConfigStore
-
-    from asr.runtime import config_dir
-    ConfigStore.instance().store(name="transcribe_schema", node=TranscribeConfig)
     sys.argv = [sys.argv[0], *_audio_as_list(sys.argv[1:])]
-
-    @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name="transcribe")
-    def _run(cfg: DictConfig) -> None:
-        logging.getLogger().setLevel(logging.INFO)
-        try:
-            main(cfg)
-        except UserError as exc:
-            print(f"asr-transcribe: error: {' '.join(str(exc).split())}", file=sys.stderr)
-            sys.exit(2)
-
-    _run()
+    hydra_cli.run("asr-transcribe", "transcribe", "transcribe_schema", TranscribeConfig, main)

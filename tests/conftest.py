@@ -1,6 +1,7 @@
 """Shared fixtures: small real audio corpora written to tmp_path (no mocks of soundfile)."""
 from __future__ import annotations
 
+import logging
 import sys
 from pathlib import Path
 
@@ -75,8 +76,19 @@ def tiny_train_overrides(corpus: dict, run_dir, **extra) -> list[str]:
 def compose_train(overrides: list[str]):
     """Compose configs/train.yaml with overrides exactly as `asr-train` does (no Hydra run dir side effects)."""
     from hydra import compose, initialize_config_dir
+
     from asr.config import register_configs
     from asr.runtime import config_dir
     register_configs()
     with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
         return compose(config_name="train", overrides=overrides)
+
+
+@pytest.fixture
+def keep_logging():
+    """Hydra's CLI reconfigures the root logger onto the captured stderr, closed after the test: put it back."""
+    root = logging.getLogger()
+    handlers, level = list(root.handlers), root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)

@@ -5,7 +5,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import tone
 
 from asr.audio import AudioInfo, AudioLoadError, audio_info, load_audio, write_flac

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import tone
 
 from asr.augment import SpecAugment, add_noise, speed_perturb
 from asr.config import AugmentConfig
-from conftest import tone
 
 
 def _batch(lengths=(100, 60, 30), F=40, seed=0):

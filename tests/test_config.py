@@ -6,8 +6,18 @@ from pathlib import Path
 import pytest
 from omegaconf import OmegaConf
 
-from asr.config import (AugmentConfig, ConfigError, DataConfig, FeatureConfig, ModelConfig, OptimConfig,
-                        TrainConfig, TrainerConfig, register_configs, to_object)
+from asr.config import (
+    AugmentConfig,
+    ConfigError,
+    DataConfig,
+    FeatureConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+    TrainerConfig,
+    register_configs,
+    to_object,
+)
 from asr.errors import UserError
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"

@@ -2,17 +2,24 @@
 from __future__ import annotations
 
 import json
-import logging
 import sys
 from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import write_librispeech_tree
+
 from asr import checkpoint as ckpt_io
-from asr.config import AugmentConfig, ConfigError, DataConfig, ModelConfig, OptimConfig, TrainConfig, \
-    TrainerConfig, to_object
+from asr.config import (
+    AugmentConfig,
+    ConfigError,
+    DataConfig,
+    ModelConfig,
+    OptimConfig,
+    TrainConfig,
+    TrainerConfig,
+    to_object,
+)
 from asr.data.manifest import Utterance, read_manifest, write_manifest
 from asr.evaluate import EvalConfig, cli, main
 from asr.inference import load_model
@@ -163,14 +170,6 @@ def test_missing_manifest_names_it(tiny_run, tmp_path):
     with pytest.raises(ConfigError, match=r"subsets: .*dev.jsonl"):
         main({"checkpoint": str(tiny_run["run"]), "data_dir": str(tmp_path), "device": "cpu"})
 
-@pytest.fixture
-def keep_logging():
-    """Hydra's CLI reconfigures the root logger onto the captured stderr, closed after the test: put it back."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 

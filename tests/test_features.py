@@ -5,7 +5,6 @@ import librosa
 import numpy as np
 import pytest
 import torch
-
 from conftest import tone
 
 from asr.config import FeatureConfig

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import json
-import logging
 import math
 import sys
 from pathlib import Path
@@ -11,9 +10,9 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import tone
 from test_evaluate import build_tiny_run
+
 from asr.config import ConfigError, to_object
 from asr.inference import LoadedModel, load_model
 from asr.text import CharTokenizer
@@ -142,14 +141,6 @@ def test_single_file_argument_becomes_a_list():
     assert _audio_as_list(["audio=a b.wav", "audio=[x.wav]", "decoder=beam"]) == [
         "audio=['a b.wav']", "audio=[x.wav]", "decoder=beam"]
 
-@pytest.fixture
-def keep_logging():
-    """Hydra's CLI reconfigures the root logger onto the captured stderr, closed after the test: put it back."""
-    root = logging.getLogger()
-    handlers, level = list(root.handlers), root.level
-    yield
-    root.handlers[:] = handlers
-    root.setLevel(level)
 
 
 

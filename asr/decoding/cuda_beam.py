@@ -22,7 +22,6 @@ from asr.decoding.greedy import ids_to_text
 from asr.errors import UserError
 from asr.text import CharTokenizer
 
-
 _FIRST_BROKEN_CAPABILITY = (9, 0)  # Hopper: see the module docstring
 
 

@@ -32,8 +32,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from asr.fileio import atomic_write
 from asr.errors import UserError
+from asr.fileio import atomic_write
 from asr.text import normalize
 
 log = logging.getLogger(__name__)

@@ -6,12 +6,12 @@ import logging
 import pytest
 import soundfile as sf
 import torch
+from conftest import tone, write_librispeech_tree
 
 from asr.data.dataset import AudioDataset, BadDataError, BadDataGuard, Batch, make_loader
 from asr.data.manifest import Utterance
 from asr.data.sampler import DurationBucketSampler
 from asr.text import CharTokenizer
-from conftest import tone, write_librispeech_tree
 
 
 @pytest.fixture

@@ -8,12 +8,20 @@ import numpy as np
 import pytest
 import soundfile as sf
 import torch
-
 from conftest import tone
 
 from asr.data import cli
-from asr.data.doctor import (KINDS, Report, check_manifest, check_utterances, format_report, histogram,
-                             output_frames, padding_waste, subsampled_frames)
+from asr.data.doctor import (
+    KINDS,
+    Report,
+    check_manifest,
+    check_utterances,
+    format_report,
+    histogram,
+    output_frames,
+    padding_waste,
+    subsampled_frames,
+)
 from asr.data.manifest import Utterance
 from asr.features import LogMel
 

@@ -12,8 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from asr.data.download import (ArchiveError, DownloadError, UnsafeArchiveError, download_file, md5sum,
-                               safe_extract)
+from asr.data.download import ArchiveError, DownloadError, UnsafeArchiveError, download_file, md5sum, safe_extract
 from asr.errors import UserError
 
 

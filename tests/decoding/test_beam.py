@@ -7,13 +7,13 @@ import math
 
 import pytest
 import torch
+from ctc_cases import TOKENIZER, frames, peaky_log_probs, text_of
 
 from asr.decoding import greedy_decode, prefix_beam_search
 from asr.decoding.beam import BeamSearchDecoder, arpa_unigrams, write_lexicon
 from asr.decoding.reference import exhaustive_search
 from asr.errors import UserError
 from asr.text import BLANK, CharTokenizer
-from ctc_cases import TOKENIZER, frames, peaky_log_probs, text_of
 
 tok = TOKENIZER
 

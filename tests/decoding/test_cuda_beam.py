@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from ctc_cases import TOKENIZER, frames, peaky_log_probs, text_of
 
 from asr.decoding import greedy_decode, prefix_beam_search
 from asr.errors import UserError
-from ctc_cases import TOKENIZER, frames, peaky_log_probs, text_of
 
 tok = TOKENIZER
 HOPPER_OR_NEWER = torch.cuda.is_available() and torch.cuda.get_device_capability() >= (9, 0)

@@ -3,10 +3,10 @@ from __future__ import annotations
 
 import pytest
 import torch
+from ctc_cases import TOKENIZER, frames, peaky_log_probs
 
 from asr.decoding import greedy_decode, greedy_ids, word_spans
 from asr.decoding.reference import collapse
-from ctc_cases import TOKENIZER, frames, peaky_log_probs
 
 tok = TOKENIZER
 

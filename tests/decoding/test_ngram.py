@@ -12,8 +12,17 @@ import numpy as np
 import pytest
 
 from asr.data.cli import main as data_main
-from asr.decoding.ngram import (BOS, EOS, UNK, ArpaModel, LMError, build_arpa, estimate, estimate_discount,
-                                read_sentences)
+from asr.decoding.ngram import (
+    BOS,
+    EOS,
+    UNK,
+    ArpaModel,
+    LMError,
+    build_arpa,
+    estimate,
+    estimate_discount,
+    read_sentences,
+)
 from asr.errors import UserError
 
 WORDS = ("THE A CAT DOG SAW RAN HOUSE TREE RIVER BIG SMALL RED OLD NEW AND BUT ON IN UNDER OVER HE SHE IT THEY "
