@@ -194,7 +194,8 @@ def train_one_epoch(c: Components, state: TrainState, writer, deadline: Optional
         if state.step % tr.log_every == 0:
             _log_window(c, writer, state, window)
         bar.update(1)
-        bar.set_postfix(loss=f"{float(out['loss']):.3f}", lr=f"{c.optimizer.param_groups[0]['lr']:.2e}")
+        bar.set_postfix(loss=f"{float(out['loss']):.3f}", lr=f"{c.optimizer.param_groups[0]['lr']:.2e}",
+                        utt_s=f"{window['utts'] / max(time.perf_counter() - window['t0'], 1e-9):.1f}")
         if tr.checkpoint_every_steps and state.step % tr.checkpoint_every_steps == 0:
             save(c, state)
         if tr.val_every_steps and state.step % tr.val_every_steps == 0:

@@ -227,3 +227,14 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_corpus):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "resumed from" in r.stdout + r.stderr
     assert max(_losses(run)) == 6
+
+
+def test_multirun_sweeps_two_jobs(tmp_path, tiny_corpus):
+    """`asr-train -m a=1,2` runs one job per value, each in its own sweep folder."""
+    args = [a for a in tiny_train_overrides(tiny_corpus, tmp_path) if not a.startswith("run_dir=")]
+    p = _cli(["-m", *args, "trainer.max_steps=1,2", "data.dev_max_utterances=2", f"hydra.sweep.dir={tmp_path}/sweep"])
+    out = p.stdout.read()
+    assert p.wait(timeout=300) == 0, out
+    steps = sorted(json.loads((d / "summary.json").read_text())["steps"] for d in (tmp_path / "sweep").iterdir()
+                   if (d / "summary.json").exists())
+    assert steps == [1, 2]
