@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from asr.data import synthetic
+from asr.data import synthetic, tts
 from asr.data.cli import main as data_cli
 from asr.data.manifest import read_manifest
 from asr.data.sentences import WordNetMissing, load_sentences, split_sentences
@@ -111,9 +111,9 @@ def test_every_split_has_both_engines_and_heldout_voices_stay_out_of_training(co
                                                                abs=1e-4)
     variants = {s: {v["variant"] for v in meta["speakers"].values() if v["split"] == s and v["variant"]}
                 for s in SPLITS}
-    assert variants["dev"] <= set(synthetic.DEV_VARIANTS)
-    assert variants["test"] <= set(synthetic.TEST_VARIANTS)
-    assert not variants["train"] & (set(synthetic.DEV_VARIANTS) | set(synthetic.TEST_VARIANTS))
+    assert variants["dev"] <= set(tts.DEV_VARIANTS)
+    assert variants["test"] <= set(tts.TEST_VARIANTS)
+    assert not variants["train"] & (set(tts.DEV_VARIANTS) | set(tts.TEST_VARIANTS))
     assert {k: meta[k] for k in ("preset", "seed", "minutes", "version")} == {
         "preset": "tiny", "seed": synthetic.PRESETS["tiny"].seed, "minutes": synthetic.PRESETS["tiny"].train_minutes,
         "version": synthetic.VERSION}
@@ -185,7 +185,7 @@ def test_missing_engine_is_a_clear_user_error(tmp_path, monkeypatch):
         bin_dir.mkdir()
         os.symlink(binaries[present], bin_dir / present)
         monkeypatch.setenv("PATH", str(bin_dir))
-        with pytest.raises(synthetic.EngineMissing, match=rf"`{absent}` not found on PATH.*apt-get install"):
+        with pytest.raises(tts.EngineMissing, match=rf"`{absent}` not found on PATH.*apt-get install"):
             _generate(tmp_path / "corpus")
     assert not (tmp_path / "corpus").exists()
 
