@@ -37,6 +37,17 @@ def _cli(args: list[str], **kw) -> subprocess.Popen:
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, **kw)
 
 
+def _wait_until(condition, proc: subprocess.Popen, what: str, timeout_s: float = 240) -> None:
+    """Poll a training subprocess until `condition()` holds; fail if it exits first or never gets there."""
+    give_up = time.monotonic() + timeout_s
+    while not condition():
+        assert proc.poll() is None, proc.stdout.read()
+        if time.monotonic() > give_up:
+            proc.kill()
+            pytest.fail(f"training subprocess never reached {what}")
+        time.sleep(0.05)
+
+
 def _losses(run_dir: Path) -> dict[int, float]:
     """Last logged loss of every step (a resumed run re-logs the steps after its checkpoint)."""
     out = {}
@@ -84,11 +95,7 @@ def test_exact_resume_after_sigkill(tmp_path, tiny_corpus):
 
     run = tmp_path / "killed"
     p = _cli(tiny_train_overrides(tiny_corpus, run, **common))
-    deadline = time.time() + 240
-    while not ckpt_io.step_path(run / "checkpoints", 4).exists():
-        assert p.poll() is None, p.stdout.read()
-        assert time.time() < deadline
-        time.sleep(0.05)
+    _wait_until(lambda: ckpt_io.step_path(run / "checkpoints", 4).exists(), p, "the step-4 checkpoint")
     p.send_signal(signal.SIGKILL)
     p.wait()
     killed_at = max(int(c.stem.split("-")[1]) for c in ckpt_io.list_checkpoints(run / "checkpoints"))
@@ -109,11 +116,8 @@ def test_exact_resume_after_sigkill(tmp_path, tiny_corpus):
 def test_sigterm_writes_checkpoint_and_exits_143(tmp_path, tiny_corpus):
     run = tmp_path / "term"
     p = _cli(tiny_train_overrides(tiny_corpus, run, **{"trainer.max_steps": 10_000, "trainer.max_epochs": 1000}))
-    deadline = time.time() + 240
-    while not (run / "metrics.jsonl").exists() or len((run / "metrics.jsonl").read_text().splitlines()) < 3:
-        assert p.poll() is None, p.stdout.read()
-        assert time.time() < deadline
-        time.sleep(0.05)
+    _wait_until(lambda: (run / "metrics.jsonl").exists()
+                and len((run / "metrics.jsonl").read_text().splitlines()) >= 3, p, "three logged steps")
     p.send_signal(signal.SIGTERM)
     out = p.stdout.read()
     assert p.wait(timeout=120) == 143, out
