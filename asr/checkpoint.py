@@ -120,17 +120,21 @@ def mark_best(path: str | Path) -> Path:
     return best
 
 
-def average_state_dicts(paths: list[Path]) -> dict[str, torch.Tensor]:
-    """Element-wise mean of the model weights of several checkpoints (integer buffers from the last one)."""
+def average_checkpoints(paths: list[Path]) -> tuple[dict[str, torch.Tensor], int]:
+    """Element-wise mean of the model weights of several checkpoints (integer buffers from the last one), and
+    the newest step among them. Each file is read once."""
     if not paths:
         raise CheckpointError("no checkpoints to average")
     avg: dict[str, torch.Tensor] = {}
+    step = 0
     for p in paths:
-        sd = load(p)["model"]
+        blob = load(p)
+        step = max(step, int(blob.get("state", {}).get("step", 0)))
+        sd = blob["model"]
         for k, v in sd.items():
             if v.is_floating_point():
                 avg[k] = avg.get(k, torch.zeros_like(v, dtype=torch.float64)) + v.double()
             else:
                 avg[k] = v.clone()
-    ref = load(paths[-1])["model"]
-    return {k: (v / len(paths)).to(ref[k].dtype) if ref[k].is_floating_point() else v for k, v in avg.items()}
+    # `sd` is the last checkpoint's: it gives each float tensor its dtype back.
+    return {k: (v / len(paths)).to(sd[k].dtype) if sd[k].is_floating_point() else v for k, v in avg.items()}, step

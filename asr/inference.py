@@ -25,6 +25,7 @@ from asr.data.sampler import DurationBucketSampler
 from asr.decoding.greedy import greedy_decode
 from asr.features import LogMel
 from asr.model import AcousticModel
+from asr.runtime import pick_device
 from asr.text import CharTokenizer
 
 log = logging.getLogger(__name__)
@@ -60,18 +61,6 @@ class BeamConfig:
                 raise ConfigError(f"{prefix}.lm_path: file not found: {self.lm_path}")
         if self.lexicon_path and not Path(self.lexicon_path).is_file():
             raise ConfigError(f"{prefix}.lexicon_path: file not found: {self.lexicon_path}")
-
-
-def pick_device(spec: str, key: str) -> torch.device:
-    """"auto" -> the first GPU if there is one, else the CPU; `key` names the config key in errors."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"{key}: {spec!r} asked for but CUDA is not available; use {key}=cpu")
-    try:
-        return torch.device(spec)
-    except RuntimeError:
-        raise ConfigError(f"{key}: {spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 @dataclass
@@ -131,7 +120,7 @@ def load_model(path_or_run_dir: str | Path, device: str | torch.device = "cpu", 
     folder -- usually better than any single one late in training; the configuration comes from the given one.
     """
     path = resolve_checkpoint(path_or_run_dir)
-    dev = device if isinstance(device, torch.device) else pick_device(device, "device")
+    dev = device if isinstance(device, torch.device) else pick_device(device, key="device")
     blob = ckpt_io.load(path)
     try:
         cfg: TrainConfig = to_object(blob["config"], TrainConfig)
@@ -146,8 +135,7 @@ def load_model(path_or_run_dir: str | Path, device: str | torch.device = "cpu", 
             raise ConfigError(f"average_last: {average_last} asked for but {path.parent} holds {len(rolling)} rolling "
                               f"checkpoint(s); lower average_last (training keeps trainer.keep_last of them)")
         averaged = rolling[-average_last:]
-        state = ckpt_io.average_state_dicts(averaged)
-        step = max(int(ckpt_io.load(p).get("state", {}).get("step", 0)) for p in averaged)
+        state, step = ckpt_io.average_checkpoints(averaged)
         log.info("averaged the weights of %s", ", ".join(p.name for p in averaged))
     model = AcousticModel(cfg.model, cfg.features.n_mels, tokenizer.size)
     try:

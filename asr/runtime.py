@@ -68,14 +68,18 @@ def setup_logging(run_dir: Path, is_main: bool) -> None:
         root.addHandler(logging.StreamHandler(sys.stderr))
 
 
-def pick_device(spec: str, local_rank: int) -> torch.device:
+def pick_device(spec: str, key: str = "trainer.device", local_rank: int = 0) -> torch.device:
+    """"auto" -> this rank's GPU if there is one, else the CPU; `key` names the config key in errors."""
     if spec == "auto":
         return torch.device(f"cuda:{local_rank}") if torch.cuda.is_available() else torch.device("cpu")
     if spec.startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"trainer.device: {spec!r} asked for but CUDA is not available; use trainer.device=cpu")
+        raise ConfigError(f"{key}: {spec!r} asked for but CUDA is not available; use {key}=cpu")
     if spec == "cuda":
         return torch.device(f"cuda:{local_rank}")
-    return torch.device(spec)
+    try:
+        return torch.device(spec)
+    except RuntimeError:
+        raise ConfigError(f"{key}: {spec!r} is not a device; use auto, cpu, cuda or cuda:N") from None
 
 
 @dataclass
@@ -182,7 +186,7 @@ def build(cfg: TrainConfig, run_dir: Path) -> Components:
     probe_device = "cuda" if (tr.device.startswith("cuda") or (tr.device == "auto" and torch.cuda.is_available())) \
         else "cpu"
     info = dist_utils.setup(probe_device)
-    device = pick_device(tr.device, info.local_rank)
+    device = pick_device(tr.device, local_rank=info.local_rank)
     if device.type == "cuda":
         torch.cuda.set_device(device)
     if tr.precision == "fp16" and device.type != "cuda":

@@ -76,8 +76,9 @@ def test_prune_keeps_last_k_and_best_is_a_copy(tmp_path):
 
 def test_average_is_the_elementwise_mean_of_float_weights(tmp_path):
     paths = [ck.save_atomic(_blob(s, float(s)), ck.step_path(tmp_path, s)) for s in (1, 2, 3)]
-    avg = ck.average_state_dicts(paths)
+    avg, step = ck.average_checkpoints(paths)
     assert torch.allclose(avg["w"], torch.full((2, 2), 2.0))
+    assert step == 3
     assert avg["n"].item() == 3  # integer buffers come from the newest
 
 
