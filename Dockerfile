@@ -1,5 +1,6 @@
 # An image that runs both README commands: `bash scripts/demo.sh` (the main job) and `bash scripts/test.sh`.
 # For GPU training, run with `docker run --gpus all ...`: PyPI's torch 2.11 wheels bundle the CUDA runtime.
+# Python packages come from requirements.lock alone (exact versions, hash-checked), as in scripts/setup.sh.
 FROM python:3.11-slim-bookworm
 
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
@@ -8,10 +9,12 @@ RUN apt-get update \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
-COPY asr ./asr
-RUN python -m venv .venv && .venv/bin/pip install --upgrade pip && .venv/bin/pip install -e ".[dev]" \
- && sha256sum pyproject.toml | cut -d' ' -f1 > .venv/.asr-installed
+COPY requirements.lock ./
+RUN python -m venv .venv && .venv/bin/pip install --require-hashes --no-deps -r requirements.lock
 COPY . .
+# The same stamp as setup.sh writes, so `bash scripts/*.sh` in the container does not reinstall.
+RUN .venv/bin/pip install --no-deps --no-build-isolation -e . \
+ && cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1 > .venv/.asr-installed \
+ && .venv/bin/python scripts/check_install.py
 ENV PATH=/app/.venv/bin:$PATH
 CMD ["bash", "scripts/demo.sh"]

@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
 # Install everything the project needs on a fresh Debian/Ubuntu machine: the speech-synthesis packages the
-# built-in corpus uses (when missing), a .venv with Python 3.10-3.12, and the package with its test tools.
-# Idempotent and quick when nothing changed (a stamp records the pyproject.toml it installed).
+# built-in corpus uses (when missing), a .venv with Python 3.10-3.12, every Python package at the exact version
+# of requirements.lock (hash-checked; nothing else is resolved), and this package itself (editable, no deps).
+# Then a post-install check: one line naming the broken piece and the fix, if any.
+# Idempotent and quick when nothing changed (a stamp records the lock and pyproject it installed).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -27,10 +29,14 @@ done
 
 [ -x .venv/bin/python ] || "$PY" -m venv .venv
 stamp=.venv/.asr-installed
-want="$(sha256sum pyproject.toml | cut -d' ' -f1)"
+want="$(cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1)"
 if [ "$(cat "$stamp" 2>/dev/null)" != "$want" ]; then
-  echo "setup: installing Python packages into .venv (first time: torch is a large download)"
-  .venv/bin/python -m pip install -q --upgrade pip
-  .venv/bin/python -m pip install -q -e ".[dev]"
+  echo "setup: installing the locked Python packages into .venv (first time: torch is a large download)"
+  # --require-hashes + --no-deps: exactly the lock, nothing resolved at install time, so an upstream release
+  # cannot change a fresh machine (torchaudio 2.11.1 once broke every fresh install). Warnings about this
+  # machine's pip index folders are noise; errors still show.
+  .venv/bin/python -m pip install -q --require-hashes --no-deps -r requirements.lock 2> >(grep -v "^WARNING: Location" >&2)
+  .venv/bin/python -m pip install -q --no-deps --no-build-isolation -e . 2> >(grep -v "^WARNING: Location" >&2)
   echo "$want" > "$stamp"
 fi
+.venv/bin/python scripts/check_install.py

@@ -1,0 +1,95 @@
+"""Post-install check (run by scripts/setup.sh): each piece the project needs actually works, not just imports.
+
+On the first failure it prints one line, `setup: broken: <piece>: <what happened>; fix: <what to do>`, and exits 1.
+Takes about two seconds.
+"""
+from __future__ import annotations
+
+import io
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+from importlib import metadata
+from pathlib import Path
+from typing import Callable
+
+ROOT = Path(__file__).resolve().parents[1]
+REINSTALL = "rm -rf .venv && bash scripts/setup.sh (installs requirements.lock exactly)"
+
+
+def _locked_versions() -> dict[str, str]:
+    text = (ROOT / "requirements.lock").read_text()
+    return {m[1].lower(): m[2] for m in re.finditer(r"^([A-Za-z0-9_.-]+)==([^ ;\\\n]+)", text, re.M)}
+
+
+def check_versions() -> None:
+    locked = _locked_versions()
+    for name in ("torch", "torchaudio", "flashlight-text", "soundfile"):
+        have = metadata.version(name)
+        if have.split("+")[0] != locked[name]:
+            raise RuntimeError(f"{name} {have} is installed but requirements.lock pins {locked[name]}")
+
+
+def check_torchaudio_extension() -> None:
+    import torch
+    import torchaudio.functional as F
+    # forced_align runs in libtorchaudio: a torchaudio built against another torch fails here, not at import.
+    log_probs = torch.log_softmax(torch.randn(1, 5, 3), dim=-1)
+    F.forced_align(log_probs, torch.tensor([[1, 2]], dtype=torch.int32), blank=0)
+
+
+def check_ctc_decoder() -> None:
+    import torch
+    from torchaudio.models.decoder import ctc_decoder
+    decoder = ctc_decoder(lexicon=None, tokens=["-", "|", "A"], lm=None, beam_size=2, blank_token="-",
+                          sil_token="|")
+    decoder(torch.log_softmax(torch.randn(1, 4, 3), dim=-1))
+
+
+def check_soundfile_flac() -> None:
+    import numpy as np
+    import soundfile as sf
+    buf = io.BytesIO()
+    sf.write(buf, np.zeros(1600, dtype=np.float32), 16000, format="FLAC", subtype="PCM_16")
+    buf.seek(0)
+    wave, rate = sf.read(buf)
+    if rate != 16000 or len(wave) != 1600:
+        raise RuntimeError(f"read back {len(wave)} samples at {rate} Hz, wrote 1600 at 16000")
+
+
+def check_tts() -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        for cmd in (["espeak-ng", "-w", f"{tmp}/e.wav", "a"], ["flite", "-t", "a", "-o", f"{tmp}/f.wav"]):
+            if shutil.which(cmd[0]) is None:
+                raise RuntimeError(f"{cmd[0]} is not on PATH")
+            subprocess.run(cmd, capture_output=True, timeout=30, check=True)  # speaks one word into a file
+    if not Path("/usr/share/wordnet/data.noun").is_file():
+        raise RuntimeError("/usr/share/wordnet/data.noun is missing")
+
+
+CHECKS: list[tuple[str, Callable[[], None], str]] = [
+    ("package versions", check_versions, REINSTALL),
+    ("torchaudio's extension (forced_align)", check_torchaudio_extension,
+     f"torchaudio must match torch exactly; {REINSTALL}"),
+    ("torchaudio ctc_decoder (flashlight-text)", check_ctc_decoder, REINSTALL),
+    ("soundfile reading FLAC (libsndfile)", check_soundfile_flac, "apt-get install libsndfile1, then " + REINSTALL),
+    ("speech synthesis (espeak-ng, flite, wordnet-base)", check_tts,
+     "apt-get install espeak-ng flite wordnet-base"),
+]
+
+
+def main() -> int:
+    for piece, check, fix in CHECKS:
+        try:
+            check()
+        except Exception as exc:  # any failure is reported the same way: one line, the piece, the fix
+            detail = " ".join(str(exc).split()) or type(exc).__name__
+            print(f"setup: broken: {piece}: {detail[:300]}; fix: {fix}", file=sys.stderr)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
