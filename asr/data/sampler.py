@@ -166,14 +166,17 @@ class DurationBucketSampler:
         return self._start
 
     def __iter__(self) -> Iterator[list[int]]:
+        """A pass over the rest of the current epoch. A generator: the pass (and the restored position it
+        uses up) begins at the first `next()`, not at `iter()`. torch's multi-worker DataLoader iterator calls
+        `iter()` on its batch sampler twice while starting (in `_BaseDataLoaderIter.__init__` and again in
+        `_reset`) and draws only from the second; an eager `iter()` would let the first, discarded iterator use
+        up a restored mid-epoch position, and the resumed run would start the epoch over."""
         batches = self.rank_batches()
         start = min(self._start, len(batches))
         self._start = 0
         self._pass_id += 1
+        pass_id = self._pass_id
         self._pass_start, self._pass_yielded, self._pass_done = start, 0, False
-        return self._generate(batches, start, self._pass_id)
-
-    def _generate(self, batches: list[list[int]], start: int, pass_id: int) -> Iterator[list[int]]:
         for b in batches[start:]:
             if pass_id == self._pass_id:
                 self._pass_yielded += 1

@@ -181,3 +181,23 @@ def test_state_checks():
     r.load_state_dict(sd)
     r.set_epoch(1)
     assert r.start_batch == 0 and len(list(r)) == len(r)
+
+
+def test_restored_position_survives_a_discarded_iterator():
+    """torch's multi-worker DataLoader calls iter() on its batch sampler twice while starting and draws from the
+    second iterator only: the first, discarded one must not use up the restored position."""
+    durs = _durations(200, seed=4)
+    full = list(DurationBucketSampler(durs, 20.0, seed=5))
+    s = DurationBucketSampler(durs, 20.0, seed=5)
+    s.load_state_dict({**DurationBucketSampler(durs, 20.0, seed=5).state_dict(), "batches_yielded": 3})
+    iter(s)  # discarded, never advanced
+    assert list(iter(s)) == full[3:]
+
+
+def test_restored_position_through_a_dataloader_with_workers():
+    durs = _durations(200, seed=6)
+    full = list(DurationBucketSampler(durs, 20.0, seed=7))
+    s = DurationBucketSampler(durs, 20.0, seed=7)
+    s.load_state_dict({**s.state_dict(), "batches_yielded": 4})
+    loader = DataLoader(_Indices(), batch_size=None, sampler=s, num_workers=1, prefetch_factor=2)
+    assert list(loader) == full[4:]
