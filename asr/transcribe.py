@@ -11,6 +11,10 @@ cut into windows of chunk_seconds, each run with context_seconds of audio on bot
 own output frames are kept: the model's memory is bounded by the window while the decoder sees the whole file.
 Word times come from a CTC forced alignment of the hypothesis to the log-probs.
 
+A file that cannot be read (corrupt, empty, not audio) does not stop the batch: its line is
+{"audio": "bad.wav", "error": "cannot decode bad.wav: ..."}, the other files are transcribed, and the command
+then exits with status 2 and a one-line summary naming the failed files.
+
 Shapes: S samples, T' frames after subsampling, C vocabulary incl. blank, U label length.
 """
 from __future__ import annotations
@@ -28,9 +32,10 @@ import torchaudio.functional as AF
 from omegaconf import DictConfig
 
 from asr import hydra_cli
-from asr.audio import load_audio
+from asr.audio import AudioLoadError, load_audio
 from asr.config import ConfigError, to_object
 from asr.ctc import required_frames
+from asr.errors import UserError
 from asr.inference import DECODERS, BeamConfig, LoadedModel, build_decoder, load_model, resolve_checkpoint
 from asr.text import CharTokenizer
 
@@ -148,27 +153,54 @@ def transcribe_file(loaded: LoadedModel, decode, decoder_name: str, path: str, c
     return {"audio": path, "text": text, "decoder": decoder_name, "duration": round(duration, 3), "words": words}
 
 
+class TranscribeError(UserError):
+    """Some files could not be transcribed; `results` holds every line written, error lines included."""
+
+    def __init__(self, message: str, results: list[dict[str, Any]]):
+        super().__init__(message)
+        self.results = results
+
+
+def _failure_summary(failed: list[str], total: int, shown: int = 5) -> str:
+    """One line however many failed: "7 of 9 files failed: a.wav, ..., e.wav and 2 more" (`shown` names)."""
+    names = ", ".join(failed[:shown]) + (f" and {len(failed) - shown} more" if len(failed) > shown else "")
+    return f"{len(failed)} of {total} files failed: {names}"
+
+
 def main(cfg: DictConfig | TranscribeConfig | dict) -> list[dict[str, Any]]:
-    """Transcribe every file of cfg.audio; writes JSON lines to cfg.output (or stdout) and returns them."""
+    """Transcribe every file of cfg.audio; writes JSON lines to cfg.output (or stdout) and returns them.
+
+    A file whose audio cannot be read gets an {"audio", "error"} line and the rest go on; at the end a
+    TranscribeError (a UserError: exit status 2 from the CLI) names the failed files.
+    """
     cfg = to_object(cfg, TranscribeConfig)
     resolve_checkpoint(cfg.checkpoint)
+    # A missing path is a typo on the command line: refuse before the model loads and before any output.
     for k, p in enumerate(cfg.audio):
         if not Path(p).is_file():
             raise ConfigError(f"audio[{k}]: file not found: {p}")
     loaded = load_model(cfg.checkpoint, cfg.device, cfg.average_last)
     decode = build_decoder(cfg.decoder, loaded, cfg.beam)
     out = open(cfg.output, "w", encoding="utf-8") if cfg.output else sys.stdout
-    results = []
+    results, failed = [], []
     try:
         for path in cfg.audio:
-            rec = transcribe_file(loaded, decode, cfg.decoder, path, cfg)
+            try:
+                rec = transcribe_file(loaded, decode, cfg.decoder, path, cfg)
+            except AudioLoadError as exc:  # this file's fault (corrupt, empty, not audio): record it, go on
+                rec = {"audio": path, "error": " ".join(str(exc).split())}
+                failed.append(path)
+                log.warning("%s: not transcribed: %s", path, rec["error"])
+            else:
+                log.info("%s: %.1f s, %d words", path, rec["duration"], len(rec["words"]))
             results.append(rec)
             out.write(json.dumps(rec, ensure_ascii=False) + "\n")
             out.flush()
-            log.info("%s: %.1f s, %d words", path, rec["duration"], len(rec["words"]))
     finally:
         if out is not sys.stdout:
             out.close()
+    if failed:
+        raise TranscribeError(_failure_summary(failed, len(cfg.audio)), results)
     return results
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import random
+import zipfile
 
 import numpy as np
 import pytest
@@ -27,7 +28,7 @@ def test_arbitrary_pickles_are_refused(tmp_path):
         def __reduce__(self):
             return (print, ("pwned",))
     torch.save({"format_version": ck.FORMAT_VERSION, "x": Evil()}, tmp_path / "evil.pt")
-    with pytest.raises(ck.CheckpointError, match="evil.pt"):
+    with pytest.raises(ck.CheckpointError, match=r"evil\.pt: it holds Python objects .*weights_only=True"):
         ck.load(tmp_path / "evil.pt")
 
 
@@ -41,6 +42,22 @@ def test_missing_truncated_and_foreign_files_name_the_file(tmp_path):
     torch.save({"weights": torch.zeros(1)}, tmp_path / "other.pt")
     with pytest.raises(ck.CheckpointError, match="not an asr checkpoint"):
         ck.load(tmp_path / "other.pt")
+
+
+def test_a_file_that_is_no_checkpoint_is_named_and_said_so(tmp_path):
+    good = ck.save_atomic(_blob(1), tmp_path / "a.pt")
+    not_torch = {"notes.txt": b"hello world\n", "empty.pt": b"", "cut.pt": good.read_bytes()[:100],
+                 "noise.pt": bytes(range(256)) * 4}
+    for name, data in not_torch.items():  # torch.load says "101", "" (no message at all) or a miniz error
+        (tmp_path / name).write_bytes(data)
+        with pytest.raises(ck.CheckpointError) as exc:
+            ck.load(tmp_path / name)
+        assert str(exc.value) == (f"cannot load checkpoint {tmp_path / name}: not a PyTorch checkpoint file "
+                                  "(truncated, corrupt, or another kind of file)")
+    with zipfile.ZipFile(tmp_path / "docs.zip", "w") as z:  # a zip archive, but not torch.save's
+        z.writestr("readme.txt", "hello")
+    with pytest.raises(ck.CheckpointError, match=r"docs\.zip: a zip archive but not a readable PyTorch checkpoint"):
+        ck.load(tmp_path / "docs.zip")
 
 
 def test_newest_loadable_skips_a_corrupt_newest_and_ignores_temp_files(tmp_path):

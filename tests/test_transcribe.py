@@ -16,7 +16,17 @@ from test_evaluate import build_tiny_run
 from asr.config import ConfigError, to_object
 from asr.inference import LoadedModel, load_model
 from asr.text import CharTokenizer
-from asr.transcribe import TranscribeConfig, _audio_as_list, chunked_log_probs, cli, main, windows, word_timings
+from asr.transcribe import (
+    TranscribeConfig,
+    TranscribeError,
+    _audio_as_list,
+    _failure_summary,
+    chunked_log_probs,
+    cli,
+    main,
+    windows,
+    word_timings,
+)
 
 
 @pytest.fixture(scope="module")
@@ -135,6 +145,51 @@ def test_config_errors_name_the_key(tmp_path):
         to_object({"checkpoint": "x.pt"}, TranscribeConfig)
     with pytest.raises(ConfigError, match=r"^chunk_seconds"):
         to_object({"checkpoint": "x.pt", "audio": ["a.wav"], "chunk_seconds": 0}, TranscribeConfig)
+
+
+def test_cli_bad_file_is_an_error_line_and_the_rest_are_transcribed(tiny_run, tmp_path, monkeypatch, capsys,
+                                                                      keep_logging):
+    monkeypatch.chdir(tmp_path)
+    sf.write("good.wav", tones(1.5), 16000)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x24\x00\x00\x00WAVEfmt " + bytes(64))  # a header, then junk
+    sf.write("good2.wav", tones(2.0), 16000)
+    monkeypatch.setattr(sys, "argv", ["asr-transcribe", f"checkpoint={tiny_run['run']}",
+                                      "audio=[good.wav,corrupt.wav,good2.wav]", "device=cpu"])
+    with pytest.raises(SystemExit) as exc:
+        cli()
+    assert exc.value.code == 2
+    captured = capsys.readouterr()
+    recs = [json.loads(line) for line in captured.out.splitlines()]
+    assert [r["audio"] for r in recs] == ["good.wav", "corrupt.wav", "good2.wav"]  # the third one too
+    assert set(recs[1]) == {"audio", "error"} and "corrupt.wav" in recs[1]["error"]
+    for rec in (recs[0], recs[2]):
+        assert "error" not in rec
+        check_words(rec)
+    err = captured.err.strip().splitlines()  # INFO/WARNING log lines, then the summary; never a traceback
+    assert err[-1] == "asr-transcribe: error: 1 of 3 files failed: corrupt.wav"
+    assert "Traceback" not in captured.err
+
+
+def test_failed_files_are_in_the_output_file_and_the_error(tiny_run, tmp_path):
+    good, corrupt, empty = tmp_path / "good.flac", tmp_path / "corrupt.flac", tmp_path / "empty.wav"
+    sf.write(good, tones(1.5), 16000)
+    corrupt.write_bytes(b"fLaC" + bytes(100))
+    sf.write(empty, np.zeros(0, dtype=np.float32), 16000)  # a valid header and no samples
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(TranscribeError, match=r"^2 of 3 files failed: .*corrupt\.flac, .*empty\.wav$") as exc:
+        main({"checkpoint": str(tiny_run["run"]), "audio": [str(corrupt), str(good), str(empty)], "device": "cpu",
+              "output": str(out)})
+    lines = [json.loads(line) for line in out.read_text().splitlines()]
+    assert lines == exc.value.results
+    assert [set(r) for r in lines] == [{"audio", "error"}, {"audio", "text", "decoder", "duration", "words"},
+                                       {"audio", "error"}]
+    assert "empty" in lines[2]["error"] and str(empty) in lines[2]["error"]
+
+
+def test_failure_summary_stays_one_line():
+    assert _failure_summary(["a.wav"], 3) == "1 of 3 files failed: a.wav"
+    names = [f"f{k}.wav" for k in range(8)]
+    assert _failure_summary(names, 10) == "8 of 10 files failed: f0.wav, f1.wav, f2.wav, f3.wav, f4.wav and 3 more"
 
 
 def test_single_file_argument_becomes_a_list():

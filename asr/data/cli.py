@@ -44,6 +44,8 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--minutes", type=float, default=None, help="override the preset's amount of training audio")
     s.add_argument("--seed", type=int, default=None, help="override the preset's seed")
     s.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    s.add_argument("--force", action="store_true",
+                   help="replace a corpus in ROOT made with another preset, seed or --minutes")
 
     doc = sub.add_parser("doctor", help="pre-flight check of manifests")
     doc.add_argument("manifests", nargs="+", type=Path)
@@ -79,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
     if args.command == "synth":
         from asr.data import synthetic
         for name, path in synthetic.generate(args.preset, args.root, minutes=args.minutes, seed=args.seed,
-                                             jobs=args.jobs).items():
+                                             jobs=args.jobs, force=args.force).items():
             print(f"{name}: {path}")
         return 0
     if args.command == "doctor":

@@ -229,6 +229,12 @@ def prepare(root: str | Path, subsets=None, out_dir: str | Path | None = None,
         raise UserError(f"LibriSpeech root {root} not found; run `asr-data librispeech download --root {root}` first")
     if subsets:
         names = list(dict.fromkeys(subsets))
+        # A folder already in ROOT is prepared whatever its name (as without --subsets); a missing one must be
+        # an official subset, or the download command suggested below would fail on the same name.
+        unknown = [n for n in names if n not in SUBSETS and not (root / n).is_dir()]
+        if unknown:
+            raise UserError(f"unknown LibriSpeech subset(s) {', '.join(map(repr, unknown))} (not in {root} "
+                            f"either); --subsets takes: {', '.join(SUBSETS)}")
         for name in names:
             if not (root / name).is_dir():
                 raise UserError(f"subset {name} not found in {root}; run `asr-data librispeech download "

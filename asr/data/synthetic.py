@@ -24,11 +24,11 @@ from __future__ import annotations
 
 import fcntl
 import json
-import multiprocessing as mp
 import os
 import shutil
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
@@ -170,22 +170,52 @@ def _write_json(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-def _is_complete(root: Path, key: dict, manifests: dict[str, Path]) -> bool:
+def _existing(root: Path) -> dict | None:
+    """ROOT/corpus.json (written last: a corpus is there), or None when absent or unreadable (interrupted)."""
     try:
         meta = json.loads((root / "corpus.json").read_text())
     except (OSError, ValueError):
-        return False
-    return all(meta.get(k) == v for k, v in key.items()) and all(p.is_file() for p in manifests.values())
+        return None
+    return meta if isinstance(meta, dict) else None
+
+
+def _is_complete(root: Path, key: dict, manifests: dict[str, Path]) -> bool:
+    meta = _existing(root)
+    return meta is not None and all(meta.get(k) == v for k, v in key.items()) \
+        and all(p.is_file() for p in manifests.values())
+
+
+def _settings(d: dict, with_version: bool) -> str:
+    minutes = d.get("minutes")
+    amount = f"{minutes:g}" if isinstance(minutes, (int, float)) else str(minutes)
+    return f"preset {d.get('preset')}, seed {d.get('seed')}, {amount} min" + \
+        (f", corpus version {d.get('version')}" if with_version else "")
+
+
+def _refuse_other(root: Path, key: dict, force: bool) -> None:
+    """A corpus made with other settings is replaced only with `force`: earlier runs may have trained on it."""
+    meta = _existing(root)
+    if force or meta is None or all(meta.get(k) == v for k, v in key.items()):
+        return
+    versions = meta.get("version") != key["version"]  # named only when they differ (an upgrade of this code)
+    raise UserError(f"{root} already holds a synthetic corpus made with {_settings(meta, versions)}, not the "
+                    f"{_settings(key, versions)} asked for; `asr-data synth --force` replaces it, or choose "
+                    "another root folder")
 
 
 def _render_all(jobs: list[Job], n_jobs: int, progress: bool) -> list[int]:
     bar = dict(total=len(jobs), desc="synthesizing", unit="utt", disable=not progress, file=sys.stderr)
     if n_jobs == 1:
         return [_render_to_file(j) for j in tqdm(jobs, **bar)]
-    # fork: workers need only numpy, scipy and soundfile; spawn would re-import torch in each of them.
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(n_jobs) as pool:
-        return list(tqdm(pool.imap(_render_to_file, jobs, chunksize=4), **bar))
+    # Threads, not processes: each job waits on a TTS subprocess, then resamples and writes with numpy/scipy/
+    # libsndfile, which release the GIL. A forked pool would copy the caller's state: torch/OpenMP threads and
+    # signal handlers (a trainer's SIGTERM handler made forked workers unkillable and hung our suite).
+    with ThreadPoolExecutor(n_jobs, thread_name_prefix="synth") as pool:
+        try:
+            return list(tqdm(pool.map(_render_to_file, jobs), **bar))
+        except BaseException:  # a failed job or Ctrl-C: do not render the thousands still queued
+            pool.shutdown(wait=True, cancel_futures=True)
+            raise
 
 
 def _describe(key: dict, engines: dict, pools: dict, plans: dict, utts: dict) -> dict:
@@ -269,11 +299,13 @@ def _exclusive(root: Path):
 
 
 def generate(preset: str, root: str | Path, minutes: float | None = None, seed: int | None = None,
-             jobs: int | None = None, progress: bool = True) -> dict[str, Path]:
+             jobs: int | None = None, progress: bool = True, force: bool = False) -> dict[str, Path]:
     """Generate (or find already generated) the corpus under ROOT; returns {split: manifest path}.
 
     `minutes` overrides the preset's amount of training audio, `seed` its seed; `jobs` worker processes
-    (default: all cores). Skips the work if ROOT/corpus.json matches (preset, seed, minutes, version).
+    (default: all cores). Skips the work if ROOT/corpus.json matches (preset, seed, minutes, version). A
+    complete corpus made with other settings is a UserError unless `force`, which replaces it; an interrupted
+    build (no corpus.json) is always redone.
     """
     if preset not in PRESETS:
         raise UserError(f"unknown synthetic corpus preset {preset!r}; choose one of {', '.join(PRESETS)}")
@@ -293,6 +325,7 @@ def generate(preset: str, root: str | Path, minutes: float | None = None, seed: 
     if _is_complete(root, key, manifests):
         print(done, file=sys.stderr)
         return manifests
+    _refuse_other(root, key, force)
     owned = root / ".synthetic"
     if not owned.exists() and any((root / d).exists() for d in (*SPLITS, "manifests")):
         raise UserError(f"{root} holds train/dev/test/manifests folders not made by `asr-data synth`; "
@@ -302,6 +335,7 @@ def generate(preset: str, root: str | Path, minutes: float | None = None, seed: 
         if _is_complete(root, key, manifests):  # another process finished it while we waited
             print(done, file=sys.stderr)
             return manifests
+        _refuse_other(root, key, force)  # ... or finished one with other settings
         owned.write_text("made by asr-data synth; its train/dev/test/manifests folders are replaced on "
                          "regeneration\n")
         _build(root, p, key, engines, n_jobs, progress)

@@ -201,6 +201,25 @@ def test_prepare_errors(librispeech_tree, tmp_path):
         librispeech.prepare(root, ["test-clean"], progress=False)
 
 
+def test_unknown_subset_names_the_valid_ones_for_prepare_and_download(librispeech_tree, tmp_path, capsys):
+    root, _ = librispeech_tree
+    valid = ", ".join(librispeech.SUBSETS)
+    assert cli_main(["librispeech", "prepare", "--root", str(root), "--subsets", "dev-clean,train-clean-999"]) == 2
+    assert capsys.readouterr().err == (f"asr-data: error: unknown LibriSpeech subset(s) 'train-clean-999' (not in "
+                                       f"{root} either); --subsets takes: {valid}\n")
+    assert not (root / "manifests").exists()  # refused before writing anything
+    assert cli_main(["librispeech", "download", "--subsets", "train-clean-999", "--root", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == (f"asr-data: error: unknown LibriSpeech subset(s) 'train-clean-999'; "
+                                       f"--subsets takes: {valid}\n")
+    # an official subset not yet downloaded still gets the download command
+    with pytest.raises(UserError, match=r"subset dev-other not found .*--subsets dev-other` first"):
+        librispeech.prepare(root, ["dev-other"], progress=False)
+    # a folder of another name that is there is prepared, as without --subsets
+    shutil.copytree(root / "dev-clean", root / "my-recordings")
+    out = librispeech.prepare(root, ["my-recordings"], out_dir=tmp_path / "m", progress=False)
+    assert len(read_manifest(out["my-recordings"])) == 12
+
+
 def test_prepare_discovers_subsets_and_read_tree(librispeech_tree, tmp_path):
     root, truth = librispeech_tree
     (root / "archives").mkdir()

@@ -18,9 +18,10 @@ from asr.data.sentences import WordNetMissing, load_sentences, split_sentences
 from asr.errors import UserError
 from asr.text import CharTokenizer, normalize
 
-pytestmark = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite")
-                                     and Path("/usr/share/wordnet/data.noun").is_file()),
-                                reason="needs espeak-ng, flite and wordnet-base")
+# Tests that synthesize (or read WordNet) need the engines; the checks made before any synthesis run anywhere.
+needs_tts = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite")
+                                    and Path("/usr/share/wordnet/data.noun").is_file()),
+                               reason="needs espeak-ng, flite and wordnet-base")
 
 SPLITS = ("train", "dev", "test")
 FLAC = re.compile(r"^(train|dev|test)/(\d+)/(\d+)/\2-\3-(\d{4})\.flac$")
@@ -51,6 +52,7 @@ def _rel(utts, root: Path) -> list[tuple]:
              u.duration) for u in utts]
 
 
+@needs_tts
 def test_layout_is_exact_librispeech(corpus):
     root, manifests, _ = corpus
     assert set(manifests) == set(SPLITS)
@@ -75,6 +77,7 @@ def test_layout_is_exact_librispeech(corpus):
     assert (root / "corpus.json").is_file() and not (root / ".partial").exists()
 
 
+@needs_tts
 def test_audio_is_16k_mono_flac_and_durations_match(corpus):
     _, _, utts = corpus
     for split in SPLITS:
@@ -90,6 +93,7 @@ def test_audio_is_16k_mono_flac_and_durations_match(corpus):
     assert np.count_nonzero(wave[:400]) > 0
 
 
+@needs_tts
 def test_speakers_and_sentences_are_disjoint_across_splits(corpus):
     _, _, utts = corpus
     speakers = {s: {u.speaker for u in utts[s]} for s in SPLITS}
@@ -100,6 +104,7 @@ def test_speakers_and_sentences_are_disjoint_across_splits(corpus):
     assert all(re.fullmatch(r"\d{4}", spk) for s in SPLITS for spk in speakers[s])
 
 
+@needs_tts
 def test_every_split_has_both_engines_and_heldout_voices_stay_out_of_training(corpus):
     root, _, utts = corpus
     meta = json.loads((root / "corpus.json").read_text())
@@ -119,6 +124,7 @@ def test_every_split_has_both_engines_and_heldout_voices_stay_out_of_training(co
         "version": synthetic.VERSION}
 
 
+@needs_tts
 def test_lm_text_covers_training_sentences_and_no_dev_or_test_sentence(corpus):
     root, _, utts = corpus
     lm = set((root / "lm_text.txt").read_text().splitlines())
@@ -127,6 +133,7 @@ def test_lm_text_covers_training_sentences_and_no_dev_or_test_sentence(corpus):
     assert not lm & {u.text for s in ("dev", "test") for u in utts[s]}
 
 
+@needs_tts
 def test_text_uses_only_tokenizer_characters_and_vocab_is_saved(corpus):
     root, _, utts = corpus
     tok = CharTokenizer()
@@ -136,6 +143,7 @@ def test_text_uses_only_tokenizer_characters_and_vocab_is_saved(corpus):
             assert not tok.unknown_chars(u.text) and 1 <= len(u.text.split()) <= 8
 
 
+@needs_tts
 def test_same_seed_gives_identical_corpus_whatever_the_number_of_processes(corpus, twin):
     (root_a, _, a), (root_b, _, b) = corpus, twin
     for split in SPLITS:
@@ -145,6 +153,7 @@ def test_same_seed_gives_identical_corpus_whatever_the_number_of_processes(corpu
                                   sf.read(ub.audio_filepath, dtype="int16")[0])
 
 
+@needs_tts
 def test_different_seed_gives_a_different_corpus(corpus, tmp_path):
     root_a, _, a = corpus
     manifests = _generate(tmp_path / "other", seed=7)
@@ -154,6 +163,7 @@ def test_different_seed_gives_a_different_corpus(corpus, tmp_path):
     assert not {u.text for u in b["train"]} & {u.text for u in b["test"]}
 
 
+@needs_tts
 def test_rerun_skips_a_complete_corpus(corpus, capsys):
     root, manifests, _ = corpus
     before = {p: p.stat().st_mtime_ns for p in manifests.values()}
@@ -164,6 +174,7 @@ def test_rerun_skips_a_complete_corpus(corpus, capsys):
     assert str(manifests["dev"]) in capsys.readouterr().out
 
 
+@needs_tts
 def test_incomplete_or_different_corpus_is_regenerated_and_dev_test_ignore_minutes(twin):
     root, manifests, utts = twin
     (root / "corpus.json").unlink()  # as if interrupted before the completion marker
@@ -178,6 +189,7 @@ def test_incomplete_or_different_corpus_is_regenerated_and_dev_test_ignore_minut
         assert _rel(again[split], root) == _rel(utts[split], root)
 
 
+@needs_tts
 def test_missing_engine_is_a_clear_user_error(tmp_path, monkeypatch):
     binaries = {name: shutil.which(name) for name in ("espeak-ng", "flite")}
     for present, absent in (("flite", "espeak-ng"), ("espeak-ng", "flite")):
@@ -200,6 +212,74 @@ def test_bad_arguments_and_foreign_folders_are_refused(tmp_path):
         synthetic.generate("tiny", tmp_path / "foreign")
 
 
+def _fake_corpus(root: Path, **settings) -> dict:
+    """What `generate` leaves behind, without synthesizing: corpus.json, the manifests, a split folder."""
+    key = {"preset": "tiny", "seed": synthetic.PRESETS["tiny"].seed, "minutes": synthetic.PRESETS["tiny"].train_minutes,
+           "version": synthetic.VERSION, **settings}
+    (root / "manifests").mkdir(parents=True)
+    for split in SPLITS:
+        (root / split).mkdir()
+        (root / "manifests" / f"{split}.jsonl").write_text("")
+    (root / ".synthetic").write_text("made by asr-data synth\n")
+    (root / "corpus.json").write_text(json.dumps({**key, "splits": {}}))
+    return key
+
+
+@pytest.fixture
+def builds(monkeypatch) -> list[dict]:
+    """Stand-ins for the engines and the build: records the settings of every build `generate` starts."""
+    calls: list[dict] = []
+
+    def build(root: Path, p, key: dict, engines, n_jobs, progress) -> dict:
+        calls.append(key)
+        (root / "corpus.json").write_text(json.dumps(key))
+        return key
+
+    monkeypatch.setattr(synthetic, "find_engines", lambda: {})
+    monkeypatch.setattr(synthetic, "_build", build)
+    return calls
+
+
+def test_a_corpus_made_with_other_settings_is_replaced_only_with_force(tmp_path, builds, capsys):
+    root = tmp_path / "corpus"
+    made = _fake_corpus(root)
+    before = (root / "corpus.json").read_text()
+    assert data_cli(["synth", "--preset", "tiny", "--root", str(root), "--seed", "7"]) == 2
+    err = capsys.readouterr().err
+    assert err == (f"asr-data: error: {root} already holds a synthetic corpus made with preset tiny, seed 1234, "
+                   "1.5 min, not the preset tiny, seed 7, 1.5 min asked for; `asr-data synth --force` replaces it, "
+                   "or choose another root folder\n")
+    with pytest.raises(UserError, match=r"made with preset tiny, seed 1234, 1\.5 min, not the preset tiny, seed "
+                                        r"1234, 3 min asked for; `asr-data synth --force`"):
+        _generate(root, minutes=3)
+    assert builds == [] and (root / "corpus.json").read_text() == before
+    # the same settings: complete, returned at once (with or without --force)
+    assert _generate(root) == {s: root / "manifests" / f"{s}.jsonl" for s in SPLITS}
+    assert data_cli(["synth", "--preset", "tiny", "--root", str(root), "--force"]) == 0
+    assert "already complete" in capsys.readouterr().err and builds == []
+    assert data_cli(["synth", "--preset", "tiny", "--root", str(root), "--seed", "7", "--force"]) == 0
+    assert builds == [{**made, "seed": 7}]
+
+
+def test_a_corpus_of_an_older_version_names_both_versions(tmp_path, builds):
+    root = tmp_path / "corpus"
+    _fake_corpus(root, version=synthetic.VERSION - 1)
+    with pytest.raises(UserError, match=rf"seed 1234, 1\.5 min, corpus version {synthetic.VERSION - 1}, not the "
+                                        rf"preset tiny, seed 1234, 1\.5 min, corpus version {synthetic.VERSION} "):
+        _generate(root)
+    assert builds == []
+
+
+def test_an_interrupted_build_resumes_without_force(tmp_path, builds):
+    root = tmp_path / "corpus"
+    _fake_corpus(root, seed=7)
+    (root / "corpus.json").unlink()  # interrupted: corpus.json is written last
+    (root / ".partial" / "train").mkdir(parents=True)
+    _generate(root)
+    assert [b["seed"] for b in builds] == [synthetic.PRESETS["tiny"].seed]
+
+
+@needs_tts
 def test_sentences_are_speakable_normalized_and_split_disjointly():
     sentences = load_sentences(max_words=25)
     assert len(sentences) > 5000
