@@ -8,9 +8,12 @@ loading never unpickles arbitrary objects (`torch.load(..., weights_only=True)`)
 from __future__ import annotations
 
 import logging
+import os
+import pickle
 import random
 import re
 import shutil
+import zipfile
 from pathlib import Path
 from typing import Any
 
@@ -65,8 +68,36 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     """torch.save to a temp file in the same folder, fsync, rename: a crash never leaves a half file."""
     with atomic_write(path, "wb") as f:
-        torch.save(obj, f)
+        sink = _WriteErrors(f)
+        try:
+            torch.save(obj, sink)
+        except RuntimeError:
+            # torch's zip writer reports a failed write (a full disk) as "unexpected pos ...": raise the OSError
+            # that caused it, so callers see ENOSPC and the file name.
+            if sink.error is not None:
+                raise sink.error from None
+            raise
     return path
+
+
+class _WriteErrors:
+    """A binary file wrapper that remembers the OSError of a failed write (see `save_atomic`)."""
+
+    def __init__(self, f) -> None:
+        self._f = f
+        self.error: OSError | None = None
+
+    def write(self, data) -> int:
+        try:
+            return self._f.write(data)
+        except OSError as exc:
+            if exc.filename is None:
+                exc.filename = self._f.name
+            self.error = exc
+            raise
+
+    def flush(self) -> None:
+        self._f.flush()
 
 
 def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str, Any]:
@@ -77,8 +108,18 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except Exception as exc:
-        raise CheckpointError(f"cannot load checkpoint {path} (corrupt or not a checkpoint): "
-                              f"{str(exc).splitlines()[0]}") from None
+        # torch.save writes a zip archive. For anything else torch.load's message is noise (a text file gives
+        # KeyError "101", an empty or random file an EOFError with no message), so say what the file is not.
+        if not zipfile.is_zipfile(path):
+            raise CheckpointError(f"cannot load checkpoint {path}: not a PyTorch checkpoint file (truncated, "
+                                  "corrupt, or another kind of file)") from None
+        if isinstance(exc, pickle.UnpicklingError):
+            raise CheckpointError(f"cannot load checkpoint {path}: it holds Python objects that safe loading "
+                                  "(weights_only=True) refuses; asr checkpoints hold only tensors and plain "
+                                  "containers") from None
+        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise CheckpointError(f"cannot load checkpoint {path}: a zip archive but not a readable PyTorch "
+                              f"checkpoint ({why})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not an asr checkpoint of format {FORMAT_VERSION}")
     return ckpt
@@ -96,19 +137,50 @@ def list_checkpoints(ckpt_dir: str | Path) -> list[Path]:
     return sorted(p for p in d.iterdir() if _STEP_FILE.match(p.name))
 
 
+def move_aside(path: Path) -> Path:
+    """Rename an unreadable checkpoint to NAME.corrupt (kept for inspection, never deleted); it then no longer
+    counts as a rolling checkpoint, so it can neither be resumed from nor block pruning."""
+    target = path.with_name(path.name + ".corrupt")
+    n = 1
+    while target.exists():
+        n += 1
+        target = path.with_name(f"{path.name}.corrupt{n}")
+    os.replace(path, target)
+    return target
+
+
+def corrupt_checkpoints(ckpt_dir: str | Path) -> list[Path]:
+    """Checkpoints moved aside by `move_aside`, oldest name first."""
+    d = Path(ckpt_dir)
+    return sorted(p for p in d.glob("step-*.pt.corrupt*")) if d.is_dir() else []
+
+
 def latest_loadable(ckpt_dir: str | Path, map_location="cpu") -> tuple[Path, dict[str, Any]] | None:
-    """Newest checkpoint that loads; a corrupt newest one is skipped with a warning, not fatal."""
+    """Newest checkpoint that loads. Each one that does not is moved aside (`move_aside`) with one warning.
+
+    Returns None only when the folder holds no checkpoint at all. When it held some and none loads, raises
+    CheckpointError naming them: silently starting from step 0 would throw the run's work away.
+    """
     for path in reversed(list_checkpoints(ckpt_dir)):
         try:
             return path, load(path, map_location)
         except CheckpointError as exc:
-            log.warning("skipping unusable checkpoint: %s", exc)
+            moved = move_aside(path)
+            log.warning("%s; moved it aside to %s", exc, moved.name)
+    corrupt = corrupt_checkpoints(ckpt_dir)
+    if corrupt:
+        names = ", ".join(p.name for p in corrupt[-5:]) + (" ..." if len(corrupt) > 5 else "")
+        raise CheckpointError(
+            f"trainer.resume=auto: no checkpoint in {ckpt_dir} loads ({names} are unreadable and were moved "
+            f"aside); start fresh with trainer.resume=never, or resume from a good copy with trainer.resume=PATH")
     return None
 
 
-def prune(ckpt_dir: str | Path, keep_last: int) -> None:
+def prune(ckpt_dir: str | Path, keep_last: int, keep: Path | None = None) -> None:
+    """Delete all but the newest `keep_last` rolling checkpoints; never `keep` (the one just written)."""
     for path in list_checkpoints(ckpt_dir)[:-keep_last]:
-        path.unlink(missing_ok=True)
+        if keep is None or path.resolve() != Path(keep).resolve():
+            path.unlink(missing_ok=True)
 
 
 def mark_best(path: str | Path) -> Path:

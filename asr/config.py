@@ -206,13 +206,40 @@ def to_object(cfg: Any, schema: type) -> Any:
     try:
         if isinstance(cfg, schema):
             return cfg
-        structured = OmegaConf.structured(schema)
-        merged = OmegaConf.merge(structured, cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg))
+        node = cfg if isinstance(cfg, DictConfig) else OmegaConf.create(cfg)
+        unknown = _unknown_keys(node, schema)
+        if unknown:
+            raise ConfigError(f"{unknown}: unknown key (a typo?; `--cfg job` prints every valid key). A key added "
+                              "with '+' must exist in the schema too (only user-named entries such as "
+                              "manifests.NAME or data.dev_manifests.NAME may be new)")
+        merged = OmegaConf.merge(OmegaConf.structured(schema), node)
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or _offending_key(cfg, schema)
         msg = str(exc).splitlines()[0]
         raise ConfigError(f"{key}: {msg}" if key else msg) from None
+
+
+def _unknown_keys(node: Any, schema: type, prefix: str = "") -> Optional[str]:
+    """The first key of `node` that `schema` does not define. Hydra's `+key=value` adds a key with struct mode
+    off, and OmegaConf's merge then keeps it and `to_object` silently drops it: a typo would train as if unset.
+    Fields typed as dicts (name -> value maps) take any key."""
+    if not isinstance(node, DictConfig) or not hasattr(schema, "__dataclass_fields__"):
+        return None
+    hints = get_type_hints(schema)
+    for name in node.keys():
+        if name not in hints:
+            return f"{prefix}{name}"
+        sub = hints[name]
+        if hasattr(sub, "__dataclass_fields__"):
+            try:
+                child = node[name]
+            except OmegaConfBaseException:  # an interpolation that cannot resolve: the merge reports it
+                continue
+            found = _unknown_keys(child, sub, f"{prefix}{name}.")
+            if found:
+                return found
+    return None
 
 
 def _offending_key(cfg: Any, schema: type, prefix: str = "") -> Optional[str]:

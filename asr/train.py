@@ -6,14 +6,16 @@ Shapes: B batch, S samples, T frames, F mel bins, T' frames after subsampling, C
 """
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
 import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any, Iterator, Optional
 
 import torch
 from omegaconf import DictConfig, OmegaConf
@@ -21,7 +23,7 @@ from tqdm import tqdm
 
 from asr import checkpoint as ckpt_io
 from asr import distributed as dist_utils
-from asr import hydra_cli, tb
+from asr import hydra_cli, resume, rundir, tb
 from asr.config import TrainConfig, to_object
 from asr.ctc import ctc_loss
 from asr.decoding.greedy import greedy_decode
@@ -42,24 +44,43 @@ class TrainState:
     step: int = 0  # optimizer steps attempted (including skipped ones)
     epoch: int = 0  # current epoch (0-based)
     batches_in_epoch: int = 0  # batches of this epoch already consumed (rank-local)
-    elapsed_s: float = 0.0  # training wall-clock time so far (for the time-based schedule)
+    elapsed_s: float = 0.0  # wall-clock seconds of training so far, validation included (see Budget)
     best_wer: float = math.inf  # best mean greedy dev WER so far
     skipped_steps: int = 0  # steps skipped for a non-finite loss or gradient
     history: list = field(default_factory=list)  # validation results [{step, epoch, split: {wer, cer, loss}}]
 
 
-class _Stop:
-    """Set by SIGTERM/SIGUSR1: checkpoint at the next step boundary and exit 143."""
+class StopRequest:
+    """Set by SIGTERM/SIGUSR1 while a run is active: checkpoint at the next step boundary and exit 143."""
 
-    requested = False
+    def __init__(self) -> None:
+        self.requested = False
 
-    @classmethod
-    def install(cls) -> None:
-        def handler(signum, _frame):
-            cls.requested = True
-            log.warning("received signal %d: will checkpoint at the next step boundary and exit", signum)
+
+@contextlib.contextmanager
+def preemption_signals() -> Iterator[StopRequest]:
+    """Handle SIGTERM/SIGUSR1 for the duration of a run, then restore the previous handlers (also on error).
+
+    Scoped, not process-wide: `main()` is called in-process by tests and notebooks, and a handler left behind
+    is inherited by every process forked later, which then ignores SIGTERM (a forked pool worker that cannot be
+    terminated hung our own test suite). Outside the main thread Python cannot install handlers: then only
+    `StopRequest.requested` set by the caller stops the run.
+    """
+    stop = StopRequest()
+
+    def handler(signum, _frame):
+        stop.requested = True
+        log.warning("received signal %d: will checkpoint at the next step boundary and exit", signum)
+
+    previous = {}
+    if threading.current_thread() is threading.main_thread():
         for sig in (signal.SIGTERM, signal.SIGUSR1):
-            signal.signal(sig, handler)
+            previous[sig] = signal.signal(sig, handler)
+    try:
+        yield stop
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
 
 
 def save(c: Components, state: TrainState, best: bool = False) -> Optional[Path]:
@@ -80,26 +101,28 @@ def save(c: Components, state: TrainState, best: bool = False) -> Optional[Path]
         "features": asdict(c.cfg.features),
         "versions": ckpt_io.versions(),
     }
-    path = ckpt_io.save_atomic(blob, ckpt_io.step_path(c.run_dir / "checkpoints", state.step))
-    ckpt_io.prune(c.run_dir / "checkpoints", c.cfg.trainer.keep_last)
+    ckpt_dir = c.run_dir / "checkpoints"
+    path = ckpt_io.save_atomic(blob, ckpt_io.step_path(ckpt_dir, state.step))
     if best:
         ckpt_io.mark_best(path)
+    ckpt_io.prune(ckpt_dir, c.cfg.trainer.keep_last, keep=path)
     return path
 
 
 def load_checkpoint_if_available(c: Components, state: TrainState) -> TrainState:
     """`trainer.resume`: auto (newest loadable checkpoint in the run dir), never, or an explicit path."""
-    mode = c.cfg.trainer.resume
-    if mode == "never":
+    found = resume.find(c.cfg.trainer.resume, c.run_dir / "checkpoints")
+    if found is None:
         return state
-    if mode == "auto":
-        found = ckpt_io.latest_loadable(c.run_dir / "checkpoints")
-        if found is None:
-            return state
-        path, blob = found
-    else:
-        path, blob = Path(mode), ckpt_io.load(mode)
-    c.raw_model.load_state_dict(blob["model"])
+    path, blob = found
+    resume.report_changes(path, blob["config"], OmegaConf.to_container(OmegaConf.structured(c.cfg)))
+    try:
+        c.raw_model.load_state_dict(blob["model"])
+    except RuntimeError as exc:  # same settings, different network: a checkpoint of another code version
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise ckpt_io.CheckpointError(f"cannot resume from {path}: its weights do not fit this model "
+                                      f"({lines[-1] if lines else exc}); start a new run with "
+                                      "trainer.resume=never or another run_dir") from None
     c.optimizer.load_state_dict(blob["optimizer"])
     c.scaler.load_state_dict(blob["scaler"])
     c.train_sampler.load_state_dict(blob["sampler"])
@@ -147,9 +170,27 @@ def train_step(c: Components, batch, state: TrainState) -> dict[str, Any]:
     return out
 
 
-def train_one_epoch(c: Components, state: TrainState, writer, deadline: Optional[float]) -> str:
+@dataclass
+class Budget:
+    """`trainer.max_minutes` as one clock for the learning-rate schedule and the stop rule, so a budgeted run
+    stops exactly when its schedule reaches the floor: wall-clock seconds of the training loop (validation and
+    checkpoints included), carried across resumes in `TrainState.elapsed_s`."""
+
+    seconds: Optional[float]  # None: no budget (the clock still runs, for the logs)
+    carried: float = 0.0  # elapsed_s restored from the checkpoint
+    started: float = field(default_factory=time.monotonic)
+
+    def tick(self, state: TrainState) -> None:
+        state.elapsed_s = self.carried + time.monotonic() - self.started
+
+    def spent(self, state: TrainState) -> bool:
+        return self.seconds is not None and state.elapsed_s >= self.seconds
+
+
+def train_one_epoch(c: Components, state: TrainState, writer, budget: Optional[Budget] = None,
+                    stop: Optional[StopRequest] = None) -> str:
     """One pass over this rank's batches (from the resume position). Returns why it ended:
-    "epoch", "max_steps", "time" or "signal"."""
+    "epoch", "max_steps", "time" or "signal" (`stop.requested`, set by SIGTERM/SIGUSR1)."""
     cfg, tr = c.cfg, c.cfg.trainer
     c.model.train()
     c.train_sampler.set_epoch(state.epoch)
@@ -159,6 +200,7 @@ def train_one_epoch(c: Components, state: TrainState, writer, deadline: Optional
     c.consumed_in_pass = 0  # batches consumed from this pass over the sampler (it adds its resume offset)
     window = {"loss": 0.0, "n": 0, "utts": 0, "audio_s": 0.0, "padding": 0.0, "wait": 0.0, "t0": time.perf_counter()}
     consecutive_bad = 0
+    budget = budget or Budget(None, carried=state.elapsed_s)
     t_wait = time.perf_counter()
     for batch in c.train_loader:
         window["wait"] += time.perf_counter() - t_wait
@@ -169,11 +211,12 @@ def train_one_epoch(c: Components, state: TrainState, writer, deadline: Optional
             t_wait = time.perf_counter()
             continue
         total_steps = cfg.optim.total_steps or c.estimated_total_steps
+        budget.tick(state)
         set_lr(c.optimizer, lr_at(cfg.optim, state.step, progress(
-            cfg.optim, state.step, total_steps, state.elapsed_s, tr.max_minutes and tr.max_minutes * 60)))
+            cfg.optim, state.step, total_steps, state.elapsed_s, budget.seconds)))
         out = train_step(c, batch, state)
         state.batches_in_epoch += 1
-        state.elapsed_s += time.perf_counter() - t_wait  # data wait + step: the wall clock the budget counts
+        budget.tick(state)
         for k in ("utts", "audio_s", "padding"):
             window[k] += out[k]
         window["loss"] += float(out["loss"]) if math.isfinite(float(out["loss"])) else 0.0
@@ -201,22 +244,23 @@ def train_one_epoch(c: Components, state: TrainState, writer, deadline: Optional
         if tr.val_every_steps and state.step % tr.val_every_steps == 0:
             validate_and_save(c, state, writer)
             c.model.train()
-        stop = _stop_reason(c, state, deadline)
-        if stop:
+        reason = _stop_reason(c, state, budget, stop)
+        if reason:
             bar.close()
-            return stop
+            return reason
         t_wait = time.perf_counter()
     bar.close()
     return "epoch"
 
 
-def _stop_reason(c: Components, state: TrainState, deadline: Optional[float]) -> Optional[str]:
+def _stop_reason(c: Components, state: TrainState, budget: Budget,
+                 stop: Optional[StopRequest]) -> Optional[str]:
     """The same answer on every rank (signals and clocks are per process)."""
-    if dist_utils.any_rank(_Stop.requested, c.device):
+    if dist_utils.any_rank(stop is not None and stop.requested, c.device):
         return "signal"
     if c.cfg.trainer.max_steps and state.step >= c.cfg.trainer.max_steps:
         return "max_steps"
-    if dist_utils.any_rank(deadline is not None and time.time() >= deadline, c.device):
+    if dist_utils.any_rank(budget.spent(state), c.device):
         return "time"
     return None
 
@@ -278,6 +322,12 @@ def _images(c: Components, split: str, dataset, writer, step: int) -> None:
 
 
 def validate_and_save(c: Components, state: TrainState, writer) -> dict:
+    """Validate, record the result in the history, checkpoint (and best.pt when the mean dev WER improved).
+    A step already validated (a step-based validation that fell on an epoch end or the last step) is only
+    checkpointed again, so the history holds each step once."""
+    if state.history and state.history[-1]["step"] == state.step:
+        save(c, state)
+        return {k: v for k, v in state.history[-1].items() if isinstance(v, dict)}
     results = validate(c, state, writer)
     mean_wer = sum(r["wer_greedy"] for r in results.values()) / max(len(results), 1)
     state.history.append({"step": state.step, "epoch": state.epoch, **results})
@@ -293,55 +343,72 @@ def validate_and_save(c: Components, state: TrainState, writer) -> dict:
 
 
 def main(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
-    """Train to completion (or budget / signal). Returns the final metrics; callable from tests."""
+    """Train to completion (or budget / signal). Returns the final metrics; callable from tests.
+
+    Holds the run directory's lock (rank 0) and the SIGTERM/SIGUSR1 handlers for the run only; a full disk
+    or a read-only run directory is a one-line UserError naming the path (the checkpoints already written stay
+    intact: every write is atomic)."""
     cfg = to_object(cfg, TrainConfig)
-    run_dir = resolve_run_dir(cfg)
+    try:
+        run_dir = resolve_run_dir(cfg)
+        with contextlib.ExitStack() as scope:
+            if dist_utils.launched_rank() == 0:
+                scope.enter_context(rundir.exclusive(run_dir))
+                rundir.remove_stale_temp_files(run_dir / "checkpoints")
+            stop = scope.enter_context(preemption_signals())
+            return _train(cfg, run_dir, stop)
+    except OSError as exc:
+        if exc.errno not in hydra_cli.STORAGE_ERRNOS:
+            raise
+        raise UserError(f"cannot write {exc.filename or cfg.run_dir}: {exc.strerror or exc}; free space or choose a "
+                        f"writable run_dir=... (checkpoints already written are complete; the run resumes from "
+                        f"them)") from None
+    finally:
+        dist_utils.teardown()
+
+
+def _train(cfg: TrainConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
     c = build(cfg, run_dir)
     setup_logging(run_dir, c.dist.is_main)
-    _Stop.requested = False
-    _Stop.install()
     state = load_checkpoint_if_available(c, TrainState())
     writer = tb.open_writer(run_dir, c.dist.is_main)
     if c.dist.is_main:
         log.info("model: %s", c.raw_model.describe())
         log.info("run dir: %s; %d training utterances (%.2f h), %d batches/epoch/rank", run_dir,
                  len(c.train_dataset.utts), c.train_hours, len(c.train_sampler))
-    deadline = time.time() + cfg.trainer.max_minutes * 60 - state.elapsed_s if cfg.trainer.max_minutes else None
+    budget = Budget(cfg.trainer.max_minutes * 60 if cfg.trainer.max_minutes else None, carried=state.elapsed_s)
     reason = "epoch"
-    try:
-        while state.epoch < cfg.trainer.max_epochs:
-            reason = train_one_epoch(c, state, writer, deadline)
-            if reason == "signal":
-                save(c, state)
-                log.warning("checkpoint written at step %d; exiting with status %d", state.step, EXIT_PREEMPTED)
-                raise SystemExit(EXIT_PREEMPTED)
-            if reason != "epoch":
-                validate_and_save(c, state, writer)
-                break
-            state.epoch += 1
-            state.batches_in_epoch = 0
-            c.train_sampler.set_epoch(state.epoch)
-            c.consumed_in_pass = 0
-            if state.epoch % cfg.trainer.val_every_epochs == 0 or state.epoch == cfg.trainer.max_epochs:
-                validate_and_save(c, state, writer)
-            else:
-                save(c, state)
-        final = state.history[-1] if state.history else {}
-        if writer is not None:
-            hparams = {"model": cfg.model.name, "data": cfg.data.name, "lr": cfg.optim.lr,
-                       "rnn_hidden": cfg.model.rnn_hidden, "rnn_layers": cfg.model.rnn_layers,
-                       "subsampling": cfg.model.subsampling, "max_batch_seconds": cfg.data.max_batch_seconds,
-                       "precision": cfg.trainer.precision}
-            metrics = {f"hparam/{s}_{k}": v for s, r in final.items() if isinstance(r, dict) for k, v in r.items()}
-            writer.add_hparams(hparams, metrics or {"hparam/none": 0.0}, run_name="hparams")
-            writer.close()
-        summary = {"run_dir": str(run_dir), "steps": state.step, "epochs": state.epoch, "stopped_by": reason,
-                   "best_wer": state.best_wer, "skipped_steps": state.skipped_steps, "history": state.history}
-        if c.dist.is_main:
-            (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
-        return summary
-    finally:
-        dist_utils.teardown()
+    while state.epoch < cfg.trainer.max_epochs:
+        reason = train_one_epoch(c, state, writer, budget, stop)
+        if reason == "signal":
+            save(c, state)
+            log.warning("checkpoint written at step %d; exiting with status %d", state.step, EXIT_PREEMPTED)
+            raise SystemExit(EXIT_PREEMPTED)
+        if reason != "epoch":
+            validate_and_save(c, state, writer)
+            break
+        state.epoch += 1
+        state.batches_in_epoch = 0
+        c.train_sampler.set_epoch(state.epoch)
+        c.consumed_in_pass = 0
+        if state.epoch % cfg.trainer.val_every_epochs == 0 or state.epoch == cfg.trainer.max_epochs:
+            validate_and_save(c, state, writer)
+        else:
+            save(c, state)
+    final = state.history[-1] if state.history else {}
+    if writer is not None:
+        hparams = {"model": cfg.model.name, "data": cfg.data.name, "lr": cfg.optim.lr,
+                   "rnn_hidden": cfg.model.rnn_hidden, "rnn_layers": cfg.model.rnn_layers,
+                   "subsampling": cfg.model.subsampling, "max_batch_seconds": cfg.data.max_batch_seconds,
+                   "precision": cfg.trainer.precision}
+        metrics = {f"hparam/{s}_{k}": v for s, r in final.items() if isinstance(r, dict) for k, v in r.items()}
+        writer.add_hparams(hparams, metrics or {"hparam/none": 0.0}, run_name="hparams")
+        writer.close()
+    summary = {"run_dir": str(run_dir), "steps": state.step, "epochs": state.epoch, "stopped_by": reason,
+               "best_wer": state.best_wer, "skipped_steps": state.skipped_steps, "history": state.history}
+    if c.dist.is_main:
+        (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    return summary
 
 
 def _report(summary: dict[str, Any]) -> None:

@@ -1,7 +1,10 @@
 """Shared fixtures: small real audio corpora written to tmp_path (no mocks of soundfile)."""
 from __future__ import annotations
 
+import faulthandler
 import logging
+import os
+import signal
 import sys
 from pathlib import Path
 
@@ -10,6 +13,45 @@ import pytest
 import soundfile as sf
 
 sys.path.insert(0, str(Path(__file__).parent))
+
+# The whole run's hard limit (seconds): past it every thread's stack is dumped to stderr and the process exits 1,
+# so a hang (in a test, a fixture or at interpreter exit) costs minutes, never CI's 90. The suite takes about
+# 5 minutes on 2 cores; a single test's limit is pytest-timeout's (pyproject.toml, thread method: stacks too).
+SUITE_LIMIT_S = float(os.environ.get("ASR_TEST_SUITE_LIMIT_S", "1500"))
+
+
+_watchdog_stream = None  # kept open for the life of the process: faulthandler writes to its descriptor
+
+
+def pytest_configure(config):
+    global _watchdog_stream
+    if SUITE_LIMIT_S > 0 and not hasattr(config, "workerinput"):
+        # pytest's capture has already pointed fd 2 at a temp file: write the dump to the real stderr, which
+        # the capture manager keeps as a duplicate descriptor (fall back to fd 2 if pytest changes that).
+        capman = config.pluginmanager.getplugin("capturemanager")
+        real_fd = getattr(getattr(getattr(capman, "_global_capturing", None), "err", None), "targetfd_save", 2)
+        _watchdog_stream = os.fdopen(os.dup(real_fd), "w")
+        # Not cancelled at the end on purpose: a hang at exit (a pool's atexit join) must be caught too.
+        faulthandler.dump_traceback_later(SUITE_LIMIT_S, exit=True, file=_watchdog_stream)
+
+
+# SIGCHLD is left out: torch's DataLoader installs, once per process, a SIGCHLD handler that chains the previous
+# one and reports dead workers (torch/utils/data/_utils/signal_handling.py); it is torch's, global by design.
+_SIGNALS = [s for s in signal.valid_signals() if s not in (signal.SIGKILL, signal.SIGSTOP, signal.SIGCHLD)]
+
+
+@pytest.fixture(autouse=True)
+def no_leaked_signal_handlers():
+    """Fail any test that leaves a signal handler changed: handlers are process-wide, and a leaked one is
+    inherited by every process forked later (a leaked SIGTERM handler made pool workers unkillable)."""
+    before = {s: signal.getsignal(s) for s in _SIGNALS}
+    yield
+    changed = {s: h for s, h in before.items() if signal.getsignal(s) != h}
+    for s, h in changed.items():
+        signal.signal(s, h if h is not None else signal.SIG_DFL)
+    if changed:
+        pytest.fail("the test left signal handlers changed: " + ", ".join(signal.Signals(s).name for s in changed))
+
 
 WORDS = ["HELLO", "WORLD", "SPEECH", "MODEL", "CAT", "DOG'S", "TREE", "OPEN", "SOURCE", "GOOD"]
 

@@ -12,15 +12,16 @@ Exit status: 0 clean (warnings allowed), 1 errors found, 2 unusable input (missi
 from __future__ import annotations
 
 import math
-import multiprocessing as mp
 import os
 import statistics
 import sys
 import time
 from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import Iterable, Iterator, Sequence, TextIO
 
 import soundfile as sf
 from tqdm import tqdm
@@ -145,24 +146,37 @@ def _probe(path: str) -> dict:
     return out
 
 
-def _quiet_worker() -> None:
-    # libsndfile's MP3/FLAC decoders print warnings straight to fd 2; the findings already carry the error.
+@contextmanager
+def _quiet_native_stderr() -> Iterator[TextIO]:
+    """libsndfile's FLAC/MP3 decoders print warnings straight to fd 2 (the findings already carry the error):
+    point fd 2 at /dev/null for the block and yield a stream on the real stderr for the progress bar."""
+    sys.stderr.flush()
+    saved = os.dup(2)
     devnull = os.open(os.devnull, os.O_WRONLY)
     os.dup2(devnull, 2)
+    os.close(devnull)
+    real = os.fdopen(os.dup(saved), "w", buffering=1)
+    try:
+        yield real
+    finally:
+        real.close()
+        os.dup2(saved, 2)
+        os.close(saved)
 
 
 def probe_files(paths: Sequence[str], jobs: int | None = None, progress: bool = False) -> list[dict]:
-    """`_probe` every path, in `jobs` processes (default: all cores) with a tqdm bar on stderr."""
+    """`_probe` every path, in `jobs` threads (default: all cores) with a tqdm bar on stderr.
+
+    Threads, not a process pool: decoding runs in libsndfile and numpy, which release the GIL, and a forked
+    pool would copy the caller's torch/OpenMP threads and signal handlers (see asr/train.py)."""
     if not jobs:
         jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    bar = dict(total=len(paths), desc="decoding", unit="file", disable=not progress, file=sys.stderr)
-    if jobs <= 1 or len(paths) < 16:
-        return [_probe(p) for p in tqdm(paths, **bar)]
-    # fork: workers need only soundfile; spawn would re-import torch in each of them.
-    ctx = mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
-    with ctx.Pool(jobs, initializer=_quiet_worker) as pool:
-        chunk = max(1, min(64, len(paths) // (jobs * 8)))
-        return list(tqdm(pool.imap(_probe, paths, chunksize=chunk), **bar))
+    bar = dict(total=len(paths), desc="decoding", unit="file", disable=not progress)
+    with _quiet_native_stderr() as stderr:
+        if jobs <= 1 or len(paths) < 16:
+            return [_probe(p) for p in tqdm(paths, file=stderr, **bar)]
+        with ThreadPoolExecutor(jobs, thread_name_prefix="doctor") as pool:
+            return list(tqdm(pool.map(_probe, paths), file=stderr, **bar))
 
 
 # ---------------------------------------------------------------------------------------------- padding
