@@ -218,7 +218,7 @@ def budget_run(tmp_path_factory, tiny_corpus):
 def test_time_budget_stops_by_time_and_anneals(budget_run):
     cfg, summary, recs = budget_run
     assert summary["stopped_by"] == "time"
-    assert len(recs) >= 20, "too few steps in the budget to judge the schedule"
+    assert len(recs) >= 8, "too few steps in the budget to judge the schedule"  # ~40 on an idle 2-core VM
     lrs = [rec["lr"] for rec in recs]
     assert all(b <= a for a, b in zip(lrs, lrs[1:])), lrs  # no warm-up: the cosine only goes down
     assert lrs[-1] < 0.25 * cfg.optim.lr  # far down the cosine (a budget ignored by the schedule stays near peak)
