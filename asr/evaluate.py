@@ -7,93 +7,36 @@
 The acoustic model runs once per subset; its log-probs are cached on the CPU and every decoder (and every
 point of the LM-weight grid) reads that cache, so adding a decoder costs decoding time only. Results: a table
 on stdout, out_dir/<subset>/<decoder>.jsonl per-utterance records, out_dir/summary.json, and TensorBoard scalars
-`<subset>/wer_<decoder>` beside the training curves when the checkpoint lies in a run dir.
+`<subset>/wer_<decoder>` beside the training curves when the checkpoint lies in a run dir. The printed text
+(table, worst utterances, per-word error statistics, LM grid) is asr/report.py's.
 """
 from __future__ import annotations
 
 import json
 import logging
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
 from omegaconf import DictConfig
 
 from asr import hydra_cli, tb
-from asr.config import ConfigError, to_object
+from asr.config import DATASETS, ConfigError, EvalConfig, to_object
 from asr.data.manifest import read_manifest
 from asr.inference import (
-    DECODERS,
-    BeamConfig,
     CachedLogProbs,
+    DecodeFn,
     LoadedModel,
     build_decoder,
     cache_log_probs,
     load_model,
     resolve_checkpoint,
 )
-from asr.metrics import ErrorCounts, score
+from asr.metrics import ErrorCounts, score, word_error_stats
+from asr.report import format_error_stats, format_table, format_tuning, format_worst
 
 log = logging.getLogger("asr.evaluate")
-
-# corpus -> (manifest folder under data_dir, default subsets)
-DATASETS = {"synthetic": ("synthetic/manifests", ["dev", "test"]),
-            "librispeech": ("LibriSpeech/manifests", ["dev-clean", "dev-other", "test-clean", "test-other"])}
-
-
-@dataclass
-class EvalConfig:
-    checkpoint: Optional[str] = None  # required: a checkpoint .pt, or a run dir (its checkpoints/best.pt)
-    average_last: int = 1  # N > 1: average the weights of the newest N rolling checkpoints beside it
-    # Not `data`: configs/data/ is the training presets' config group, and Hydra reads `data=X` as choosing one.
-    corpus: Optional[str] = "synthetic"  # "synthetic", "librispeech" or null (then only `manifests`)
-    data_dir: str = "data"  # the folder holding synthetic/manifests/ and LibriSpeech/manifests/
-    subsets: Optional[list[str]] = None  # subsets of `corpus`; null = dev, test (synthetic) or LibriSpeech dev/test
-    manifests: dict[str, str] = field(default_factory=dict)  # more sets: name -> JSONL (CLI: +manifests.NAME=PATH)
-    max_utterances: Optional[int] = None  # evaluate only the first N utterances of each set (quick looks)
-    decoders: Optional[list[str]] = None  # from greedy, beam, beam_lm; null = greedy, beam (+ beam_lm with an LM)
-    beam: BeamConfig = field(default_factory=BeamConfig)  # beam search and LM settings (beam, beam_lm)
-    tune_lm: bool = False  # grid-search beam.lm_weight x beam.word_score on tune_subset, then use the best pair
-    tune_subset: Optional[str] = None  # set to tune on; null = the first set whose name starts with "dev"
-    lm_weight_grid: list[float] = field(default_factory=lambda: [0.25, 0.5, 1.0, 1.5, 2.0])  # tune_lm's LM weights
-    word_score_grid: list[float] = field(default_factory=lambda: [-1.0, 0.0, 1.0, 2.0])  # tune_lm's word scores
-    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
-    batch_seconds: float = 300.0  # padded audio seconds per acoustic-model batch
-    worst_n: int = 5  # print this many worst utterances per set (0 = none)
-    out_dir: Optional[str] = None  # null = <run dir>/eval (or <checkpoint folder>/eval outside a run dir)
-    tb: bool = True  # write <set>/wer_<decoder> and <set>/cer_<decoder> to the run's TensorBoard log
-    progress: bool = True  # progress bars on stderr
-
-    def __post_init__(self) -> None:
-        if not self.checkpoint:
-            raise ConfigError("checkpoint: required; pass checkpoint=PATH (a .pt file or a training run dir)")
-        if self.average_last < 1:
-            raise ConfigError(f"average_last: must be >= 1, got {self.average_last}")
-        if self.corpus is not None and self.corpus not in DATASETS:
-            raise ConfigError(f"corpus: {self.corpus!r} is not a known corpus; use {' or '.join(DATASETS)} or null")
-        if self.corpus is None and self.subsets:
-            raise ConfigError("subsets: need a corpus; set corpus=synthetic or corpus=librispeech, or use manifests")
-        if self.max_utterances is not None and self.max_utterances < 1:
-            raise ConfigError(f"max_utterances: must be >= 1 or null, got {self.max_utterances}")
-        if self.decoders is None:
-            self.decoders = ["greedy", "beam"] + (["beam_lm"] if self.beam.lm_path else [])
-        bad = [d for d in self.decoders if d not in DECODERS]
-        if bad or not self.decoders or len(set(self.decoders)) != len(self.decoders):
-            raise ConfigError(f"decoders: {self.decoders} must be distinct names from {', '.join(DECODERS)}")
-        if self.tune_lm:
-            if not self.beam.lm_path:
-                raise ConfigError("beam.lm_path: tune_lm=true needs a language model; set beam.lm_path=PATH")
-            if not self.lm_weight_grid or not self.word_score_grid:
-                raise ConfigError("lm_weight_grid/word_score_grid: tune_lm=true needs at least one value in each")
-            if "beam_lm" not in self.decoders:
-                self.decoders.append("beam_lm")  # the tuned pair is only used by beam_lm
-        self.beam.validate("beam", self.decoders)
-        if self.batch_seconds <= 0:
-            raise ConfigError(f"batch_seconds: must be > 0, got {self.batch_seconds}")
-        if self.worst_n < 0:
-            raise ConfigError(f"worst_n: must be >= 0, got {self.worst_n}")
-
 
 def resolve_sets(cfg: EvalConfig) -> dict[str, Path]:
     """Set name -> manifest path, data preset subsets first, then `manifests`; every file must exist."""
@@ -164,74 +107,18 @@ def tune_lm(cfg: EvalConfig, loaded: LoadedModel, name: str, cache: CachedLogPro
     return result
 
 
-def _pct(x: Optional[float]) -> str:
-    return "inf" if x is None else f"{100 * x:.2f}"
-
-
-def _rtf(x: Optional[float]) -> str:
-    return "-" if x is None else f"{x:.4f}" if x >= 1e-3 else f"{x:.1e}"
-
-
-def _grid(header: list[str], rows: list[list[str]], groups: list[tuple[str, int]] = ()) -> str:
-    """Plain-text table; `groups` (title, columns spanned) is an optional line above the header."""
-    widths = [max(len(r[c]) for r in [header, *rows]) for c in range(len(header))]
-    line = lambda cells: "  ".join(c.rjust(w) if k else c.ljust(w) for k, (c, w) in enumerate(zip(cells, widths)))
-    out = []
-    if groups:
-        col, parts = 0, []
-        for title, span in groups:
-            parts.append(title.center(sum(widths[col:col + span]) + 2 * (span - 1), "-" if title else " "))
-            col += span
-        out.append("  ".join(parts))
-    out += [line(header), "  ".join("-" * w for w in widths), *(line(r) for r in rows)]
-    return "\n".join(out)
-
-
-def format_table(results: dict[str, dict], decoders: list[str]) -> str:
-    """One table: a row per set; per decoder WER %, CER %, S/D/I word errors and real-time factor."""
-    header = ["set", "utts", "missing", "words", "AM RTF"] + ["WER%", "CER%", "S/D/I", "RTF"] * len(decoders)
-    rows = []
-    for name, r in results.items():
-        any_dec = next(iter(r["decoders"].values()))
-        row = [name, str(r["utterances"]), str(r["missing"]) + ("*" if r["missing"] else ""),
-               str(any_dec["word"]["ref"]), _rtf(r["acoustic_rtf"])]
-        for d in decoders:
-            x = r["decoders"][d]
-            w = x["word"]
-            row += [_pct(x["wer"]), _pct(x["cer"]), f"{w['substitutions']}/{w['deletions']}/{w['insertions']}",
-                    _rtf(x["rtf"])]
-        rows.append(row)
-    text = _grid(header, rows, [("", 5)] + [(f" {d} ", 4) for d in decoders])
-    if any(r["missing"] for r in results.values()):
-        text += ("\n* utterances whose audio is missing or unreadable: scored with an empty hypothesis "
-                 "(their words count as deletions); see `missing` in the records")
-    return text
-
-
-def format_worst(results: dict[str, dict], n: int) -> str:
-    """The n utterances with the most word errors per set, for the set's most accurate decoder."""
-    out = []
-    for name, r in results.items():
-        dec = min(r["decoders"], key=lambda d: r["decoders"][d]["word"]["errors"])
-        worst = sorted(r["decoders"][dec]["records"], key=lambda x: (-x["word_errors"], x["id"]))[:n]
-        out.append(f"worst {len(worst)} of {name} ({dec}):")
-        for x in worst:
-            flag = "  [missing audio]" if x["missing"] else ""
-            out += [f"  {x['id']}: {x['word_errors']} word errors / {x['ref_words']} words{flag}",
-                    f"    REF: {x['reference']}", f"    HYP: {x['hypothesis']}"]
-    return "\n".join(out)
-
-
-def format_tuning(t: dict) -> str:
-    """WER % on the tuning set: a row per LM weight, a column per word score."""
-    scores = sorted({g["word_score"] for g in t["grid"]})
-    weights = sorted({g["lm_weight"] for g in t["grid"]})
-    cell = {(g["lm_weight"], g["word_score"]): _pct(g["wer"]) for g in t["grid"]}
-    rows = [[f"{w:g}"] + [cell[(w, s)] for s in scores] for w in weights]
-    b = t["best"]
-    return (f"tune_lm on {t['subset']}: WER % (rows lm_weight, columns word_score)\n"
-            + _grid(["lm_weight"] + [f"{s:g}" for s in scores], rows)
-            + f"\nbest: lm_weight={b['lm_weight']:g} word_score={b['word_score']:g} (WER {_pct(b['wer'])}%)")
+def evaluate_set(cache: CachedLogProbs, manifest: Path, decoders: dict[str, DecodeFn], out_dir: Path) -> dict:
+    """Every decoder over one set's cached log-probs: its result dict (records in out_dir/<decoder>.jsonl)."""
+    res = {"manifest": str(manifest), "utterances": len(cache.utts), "missing": len(cache.missing),
+           "missing_ids": [cache.utts[i].id for i in sorted(cache.missing)][:100],
+           "empty_references": sum(not u.text.strip() for u in cache.utts),
+           "audio_seconds": cache.audio_seconds, "acoustic_seconds": cache.model_seconds,
+           "acoustic_rtf": cache.model_seconds / cache.audio_seconds if cache.audio_seconds else None,
+           "decoders": {}}
+    for dec, fn in decoders.items():
+        hyps, seconds = cache.decode(fn)
+        res["decoders"][dec] = score_decoder(cache, hyps, seconds, out_dir / f"{dec}.jsonl")
+    return res
 
 
 def _write_tb(loaded: LoadedModel, results: dict[str, dict]) -> Optional[Path]:
@@ -273,22 +160,15 @@ def main(cfg: DictConfig | EvalConfig | dict) -> dict[str, Any]:
         print(format_tuning(tuning))
 
     decoders = {d: build_decoder(d, loaded, cfg.beam) for d in cfg.decoders}
-    results: dict[str, dict] = {}
-    for name, cache in caches.items():
-        res = {"manifest": str(sets[name]), "utterances": len(cache.utts), "missing": len(cache.missing),
-               "missing_ids": [cache.utts[i].id for i in sorted(cache.missing)][:100],
-               "empty_references": sum(not u.text.strip() for u in cache.utts),
-               "audio_seconds": cache.audio_seconds, "acoustic_seconds": cache.model_seconds,
-               "acoustic_rtf": cache.model_seconds / cache.audio_seconds if cache.audio_seconds else None,
-               "decoders": {}}
-        for dec, fn in decoders.items():
-            hyps, seconds = cache.decode(fn)
-            res["decoders"][dec] = score_decoder(cache, hyps, seconds, out_dir / name / f"{dec}.jsonl")
-        results[name] = res
-
+    results = {name: evaluate_set(cache, sets[name], decoders, out_dir / name) for name, cache in caches.items()}
     print(format_table(results, cfg.decoders))
     if cfg.worst_n:
         print(format_worst(results, cfg.worst_n))
+        for name, r in results.items():  # the set's most accurate decoder, as for the worst utterances
+            dec = min(r["decoders"], key=lambda d: r["decoders"][d]["word"]["errors"])
+            records = r["decoders"][dec]["records"]
+            stats = word_error_stats([x["reference"] for x in records], [x["hypothesis"] for x in records])
+            print(format_error_stats(name, dec, stats, cfg.worst_n))
     summary = {"checkpoint": str(loaded.path), "step": loaded.step, "averaged": [str(p) for p in loaded.averaged],
                "device": str(loaded.device), "decoders": cfg.decoders, "beam": asdict(cfg.beam), "tune_lm": tuning,
                "out_dir": str(out_dir),

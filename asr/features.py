@@ -9,6 +9,12 @@ import torchaudio
 from torch import nn
 
 from asr.config import FeatureConfig
+from asr.lengths import lengths_to_mask
+
+
+def frame_lengths(sample_lengths: torch.Tensor, hop_length: int) -> torch.Tensor:
+    """T = 1 + S // hop: the frames a centred STFT gives for S samples (LogMel's rule, usable without one)."""
+    return torch.div(sample_lengths, hop_length, rounding_mode="floor") + 1
 
 
 class LogMel(nn.Module):
@@ -29,7 +35,7 @@ class LogMel(nn.Module):
 
     def output_lengths(self, sample_lengths: torch.Tensor) -> torch.Tensor:
         """Frames produced for `sample_lengths` samples (exactly what forward() returns)."""
-        return torch.div(sample_lengths, self.cfg.hop_length, rounding_mode="floor") + 1
+        return frame_lengths(sample_lengths, self.cfg.hop_length)
 
     @torch.no_grad()
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -38,7 +44,7 @@ class LogMel(nn.Module):
             spec = self.mel(waves.float())  # (B, F, T_max)
         feats = torch.log(spec + self.cfg.log_floor).transpose(1, 2)  # (B, T, F)
         frame_lengths = self.output_lengths(lengths).clamp(max=feats.shape[1])
-        mask = (torch.arange(feats.shape[1], device=feats.device)[None, :] < frame_lengths[:, None])  # (B, T)
+        mask = lengths_to_mask(frame_lengths, feats.shape[1])  # (B, T)
         if self.cfg.normalize == "utterance":
             m = mask.unsqueeze(-1).to(feats.dtype)  # (B, T, 1)
             n = m.sum(dim=1, keepdim=True).clamp(min=1.0)

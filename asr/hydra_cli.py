@@ -55,8 +55,7 @@ def precheck(prog: str, config_name: str, schema: type, argv: list[str]) -> Opti
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
-    from asr.config import to_object
-    from asr.runtime import config_dir
+    from asr.config import config_dir, to_object
     try:
         args = get_args_parser().parse_args(argv)
     except SystemExit:  # Hydra reports its own argument errors the same way (argparse: exit 2)
@@ -100,7 +99,7 @@ def run(prog: str, config_name: str, schema_name: str, schema: type,
     import hydra
     from hydra.core.config_store import ConfigStore
 
-    from asr.runtime import config_dir
+    from asr.config import config_dir
     ConfigStore.instance().store(name=schema_name, node=schema)
     overrides = precheck(prog, config_name, schema, sys.argv[1:])
     if overrides is not None:

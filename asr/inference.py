@@ -19,48 +19,20 @@ from tqdm import tqdm
 
 from asr import checkpoint as ckpt_io
 from asr.audio import AudioLoadError, load_audio
-from asr.config import ConfigError, FeatureConfig, TrainConfig, to_object
+from asr.config import DECODERS, BeamConfig, ConfigError, FeatureConfig, TrainConfig, to_object
 from asr.data.manifest import Utterance
 from asr.data.sampler import DurationBucketSampler
 from asr.decoding.greedy import greedy_decode
+from asr.device import pick_device
 from asr.features import LogMel
+from asr.forward import forward
 from asr.model import AcousticModel
-from asr.runtime import pick_device
 from asr.text import CharTokenizer
 
 log = logging.getLogger(__name__)
 
-DECODERS = ("greedy", "beam", "beam_lm")
 
-Decoder = Callable[[torch.Tensor, torch.Tensor], list[str]]  # (log_probs (B,T',C), lengths (B,)) -> B texts
-
-
-@dataclass
-class BeamConfig:
-    beam_size: int = 50  # hypotheses kept after each frame
-    beam_size_token: Optional[int] = None  # tokens considered per frame; null = the whole vocabulary
-    beam_threshold: float = 50.0  # drop hypotheses scoring this much below the best (log units)
-    lm_path: Optional[str] = None  # word n-gram LM (ARPA or KenLM binary) for the beam_lm decoder; null = none
-    lexicon_path: Optional[str] = None  # beam_lm's "WORD<tab>W O R D |" lexicon; null = the LM's unigrams
-    lm_weight: float = 0.5  # weight of the LM's log10 probabilities (beam_lm)
-    word_score: float = 0.0  # score added per word (beam_lm); raise it when words go missing
-
-    def validate(self, prefix: str, decoders: list[str]) -> None:
-        """Cross-field rules; `prefix` is where this group sits in the caller's config (e.g. "beam")."""
-        if self.beam_size < 1:
-            raise ConfigError(f"{prefix}.beam_size: must be >= 1, got {self.beam_size}")
-        if self.beam_size_token is not None and self.beam_size_token < 1:
-            raise ConfigError(f"{prefix}.beam_size_token: must be >= 1 or null, got {self.beam_size_token}")
-        if self.beam_threshold <= 0:
-            raise ConfigError(f"{prefix}.beam_threshold: must be > 0, got {self.beam_threshold}")
-        if "beam_lm" in decoders:
-            if not self.lm_path:
-                raise ConfigError(f"{prefix}.lm_path: the beam_lm decoder needs a language model; set "
-                                  f"{prefix}.lm_path=PATH (build one with `asr-data lm`) or drop beam_lm")
-            if not Path(self.lm_path).is_file():
-                raise ConfigError(f"{prefix}.lm_path: file not found: {self.lm_path}")
-        if self.lexicon_path and not Path(self.lexicon_path).is_file():
-            raise ConfigError(f"{prefix}.lexicon_path: file not found: {self.lexicon_path}")
+DecodeFn = Callable[[torch.Tensor, torch.Tensor], list[str]]  # (log_probs (B,T',C), lengths (B,)) -> B texts
 
 
 @dataclass
@@ -93,9 +65,8 @@ class LoadedModel:
     @torch.no_grad()
     def log_probs(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(waves (B, S), lengths (B,)) on any device -> (log_probs (B, T', C) fp32, out_lengths (B,)) on `device`."""
-        feats, frames = self.featurizer(waves.to(self.device), lengths.to(self.device))
-        log_probs, out_lengths = self.model(feats, frames)
-        return log_probs.float(), out_lengths
+        out = forward(self.featurizer, self.model, waves.to(self.device), lengths.to(self.device))
+        return out.log_probs, out.out_lengths
 
 
 def resolve_checkpoint(path: str | Path) -> Path:
@@ -150,7 +121,7 @@ def load_model(path_or_run_dir: str | Path, device: str | torch.device = "cpu", 
 
 
 def build_decoder(name: str, loaded: LoadedModel, beam: BeamConfig, lm_weight: Optional[float] = None,
-                  word_score: Optional[float] = None) -> Decoder:
+                  word_score: Optional[float] = None) -> DecodeFn:
     """One of DECODERS as a function of CPU log-probs; lm_weight/word_score override `beam`'s (LM tuning)."""
     tok = loaded.tokenizer
     if name == "greedy":
@@ -184,7 +155,7 @@ class CachedLogProbs:
     audio_seconds: float  # audio actually run through the model
     model_seconds: float  # wall-clock of front-end + model (device synchronized), reading excluded
 
-    def decode(self, decoder: Decoder) -> tuple[list[str], float]:
+    def decode(self, decoder: DecodeFn) -> tuple[list[str], float]:
         """Hypotheses in manifest order ("" for missing audio) and the seconds the decoder took."""
         hyps = [""] * len(self.utts)
         seconds = 0.0

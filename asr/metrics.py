@@ -12,8 +12,9 @@
 from __future__ import annotations
 
 import math
+from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import jiwer
 
@@ -95,3 +96,34 @@ def score(ids: Sequence[str], refs: Sequence[str], hyps: Sequence[str]
         corpus_char += rec.char
         per_utt.append(rec)
     return corpus_word, corpus_char, per_utt
+
+
+@dataclass
+class WordErrorStats:
+    """Which words the model confuses, over a corpus (icefall's `write_error_stats`): counts of each substituted
+    pair (reference word, hypothesis word), each deleted and each inserted word."""
+
+    substitutions: Counter = field(default_factory=Counter)  # (ref word, hyp word) -> count
+    deletions: Counter = field(default_factory=Counter)  # ref word -> count
+    insertions: Counter = field(default_factory=Counter)  # hyp word -> count
+
+
+def word_error_stats(refs: Sequence[str], hyps: Sequence[str]) -> WordErrorStats:
+    """Align each already-normalized (reference, hypothesis) pair by words and count the errors by word. A
+    substitution run of unequal sides (jiwer aligns them pairwise) counts position by position."""
+    stats = WordErrorStats()
+    for ref, hyp in zip(refs, hyps):
+        if not ref:
+            stats.insertions.update(hyp.split())
+            continue
+        out = jiwer.process_words(ref, hyp)
+        r, h = out.references[0], out.hypotheses[0]
+        for chunk in out.alignments[0]:
+            if chunk.type == "substitute":
+                stats.substitutions.update(zip(r[chunk.ref_start_idx:chunk.ref_end_idx],
+                                               h[chunk.hyp_start_idx:chunk.hyp_end_idx]))
+            elif chunk.type == "delete":
+                stats.deletions.update(r[chunk.ref_start_idx:chunk.ref_end_idx])
+            elif chunk.type == "insert":
+                stats.insertions.update(h[chunk.hyp_start_idx:chunk.hyp_end_idx])
+    return stats

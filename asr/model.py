@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from asr.config import ModelConfig
+from asr.lengths import lengths_to_mask
 
 # (time, frequency) kernel of each conv layer; layers past the end of this tuple reuse the last entry.
 # Time kernels must be odd (centred, padding k // 2) for `output_lengths` to hold. Small 3 x 3 kernels rather
@@ -34,11 +35,6 @@ from asr.config import ModelConfig
 # as much as the whole 3 x BiLSTM-256 stack. The recurrent layers supply the long context anyway.
 CONV_KERNELS: tuple[tuple[int, int], ...] = ((3, 3), (3, 3))
 FREQ_STRIDE = 2  # every conv halves the frequency axis (rounding up)
-
-
-def lengths_to_mask(lengths: torch.Tensor, max_len: int) -> torch.Tensor:
-    """(B,) lengths -> (B, max_len) bool, True on valid frames."""
-    return torch.arange(max_len, device=lengths.device)[None, :] < lengths[:, None]
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -80,6 +76,15 @@ class MaskedBatchNorm2d(nn.BatchNorm2d):
         return (xf * scale[None, :, None, None] + shift[None, :, None, None]).to(x.dtype)
 
 
+def subsampled_lengths(lengths: torch.Tensor, time_strides: Sequence[int]) -> torch.Tensor:
+    """T' (B,) after the conv front-end for T (B,) feature frames: `ConvSubsampling`'s arithmetic (each layer's
+    time kernel from CONV_KERNELS, centred padding), for code that needs T' without building a model (the doctor)."""
+    for i, st in enumerate(time_strides):
+        kt = CONV_KERNELS[min(i, len(CONV_KERNELS) - 1)][0]
+        lengths = torch.div(lengths + 2 * (kt // 2) - kt, st, rounding_mode="floor") + 1
+    return lengths
+
+
 class ConvSubsampling(nn.Module):
     """(feats (B, T, F), lengths (B,)) -> (x (B, T', D), lengths' (B,)), D = channels x reduced mel bins.
 
@@ -104,9 +109,7 @@ class ConvSubsampling(nn.Module):
         self.act = nn.Hardtanh(0.0, 20.0)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        for (kt, _), st in zip(self.kernels, self.time_strides):
-            lengths = torch.div(lengths + 2 * (kt // 2) - kt, st, rounding_mode="floor") + 1
-        return lengths
+        return subsampled_lengths(lengths, self.time_strides)
 
     def future_frames(self) -> int:
         """Input frames past t that output frame t' = t / subsampling can see (the convs' centred kernels)."""

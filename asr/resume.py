@@ -1,4 +1,4 @@
-"""Which checkpoint a run resumes from, and what changed in the configuration since it was written.
+"""Training checkpoints: what a run saves (`save`), which one it resumes from, and what changed since.
 
 `trainer.resume`: "auto" takes the newest checkpoint of the run directory that loads (unreadable ones are moved
 aside; if there were checkpoints and none loads, the run stops instead of silently starting over), "never" starts
@@ -11,11 +11,15 @@ from __future__ import annotations
 import logging
 import os
 import time
+from dataclasses import asdict
 from pathlib import Path
 from typing import Any, Optional
 
 from asr import checkpoint as ckpt_io
 from asr.checkpoint import CheckpointError
+from asr.config import to_container
+from asr.runtime import Components
+from asr.state import TrainState
 
 log = logging.getLogger("asr.train")
 
@@ -84,3 +88,53 @@ def report_changes(path: Path, saved_config: dict, config_now: dict) -> dict[str
         log.warning("resuming from %s with %d changed setting(s): %s", path.name, len(changes),
                     "; ".join(f"{k}: {old!r} -> {new!r}" for k, (old, new) in changes.items()))
     return changes
+
+
+def save(run: Components, state: TrainState, best: bool = False) -> Optional[Path]:
+    """Write a rolling checkpoint (rank 0 only), copy it to best.pt when `best`, keep the last K."""
+    if not run.dist.is_main:
+        return None
+    blob = {
+        "format_version": ckpt_io.FORMAT_VERSION,
+        "model": run.raw_model.state_dict(),
+        "optimizer": run.optimizer.state_dict(),
+        "scaler": run.scaler.state_dict(),
+        # The loop's own count of consumed batches is the exact position (the loader prefetches ahead of it).
+        "sampler": run.train_sampler.state_at(state.epoch, state.batches_in_epoch),
+        "rng": ckpt_io.rng_state(),
+        "state": asdict(state),
+        "config": to_container(run.cfg),
+        "vocab": run.tokenizer.to_dict(),
+        "features": to_container(run.cfg.features),
+        "versions": ckpt_io.versions(),
+    }
+    ckpt_dir = run.run_dir / "checkpoints"
+    path = ckpt_io.save_atomic(blob, ckpt_io.step_path(ckpt_dir, state.step))
+    if best:
+        ckpt_io.mark_best(path)
+    ckpt_io.prune(ckpt_dir, run.cfg.trainer.keep_last, keep=path)
+    return path
+
+
+def load_checkpoint_if_available(run: Components, state: TrainState) -> TrainState:
+    """`trainer.resume`: auto (newest loadable checkpoint in the run dir), never, or an explicit path."""
+    found = find(run.cfg.trainer.resume, run.run_dir / "checkpoints")
+    if found is None:
+        return state
+    path, blob = found
+    report_changes(path, blob["config"], to_container(run.cfg))
+    try:
+        run.raw_model.load_state_dict(blob["model"])
+    except RuntimeError as exc:  # same settings, different network: a checkpoint of another code version
+        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
+        raise CheckpointError(f"cannot resume from {path}: its weights do not fit this model "
+                              f"({lines[-1] if lines else exc}); start a new run with trainer.resume=never or "
+                              "another run_dir") from None
+    run.optimizer.load_state_dict(blob["optimizer"])
+    run.scaler.load_state_dict(blob["scaler"])
+    run.train_sampler.load_state_dict(blob["sampler"])
+    ckpt_io.set_rng_state(blob["rng"])
+    state = TrainState(**blob["state"])
+    log.info("resumed from %s (step %d, epoch %d, batch %d of the epoch)", path, state.step, state.epoch,
+             state.batches_in_epoch)
+    return state

@@ -1,4 +1,5 @@
-"""One writer per run directory: an exclusive lock held for the whole run, and clean-up of what a killed run left.
+"""The run directory: where it is (`resolve_run_dir`), its log file, one writer at a time (an exclusive lock held
+for the whole run), and clean-up of what a killed run left.
 
 Two `asr-train` processes on one run directory would both resume from the same checkpoint, write the same
 `step-N` names, interleave `train.log` and `metrics.jsonl` and open two TensorBoard event files. The lock is a
@@ -13,11 +14,13 @@ import fcntl
 import logging
 import os
 import socket
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
+from asr.config import TrainConfig
 from asr.errors import UserError
 
 log = logging.getLogger(__name__)
@@ -54,6 +57,37 @@ def exclusive(run_dir: Path) -> Iterator[None]:
             os.ftruncate(fd, 0)
     finally:
         os.close(fd)  # closing the descriptor releases the lock
+
+
+def resolve_run_dir(cfg: TrainConfig) -> Path:
+    """`run_dir` if set, else Hydra's output dir when running under Hydra, else the current directory."""
+    if cfg.run_dir:
+        path = Path(cfg.run_dir)
+    else:
+        try:
+            from hydra.core.hydra_config import HydraConfig
+            path = Path(HydraConfig.get().runtime.output_dir)
+        except ValueError:
+            path = Path.cwd()
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def setup_logging(run_dir: Path, is_main: bool) -> None:
+    """Console + run_dir/train.log on rank 0 (Hydra already configures both when it launched us)."""
+    root = logging.getLogger()
+    if not is_main:
+        root.setLevel(logging.WARNING)
+        return
+    root.setLevel(logging.INFO)
+    target = str((run_dir / "train.log").resolve())
+    if not any(isinstance(h, logging.FileHandler) and h.baseFilename == target for h in root.handlers):
+        fh = logging.FileHandler(target)
+        fh.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+        root.addHandler(fh)
+    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+               for h in root.handlers):
+        root.addHandler(logging.StreamHandler(sys.stderr))
 
 
 def remove_stale_temp_files(folder: Path) -> int:

@@ -11,6 +11,9 @@ import string
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Sequence, TypeVar
+
+T = TypeVar("T")  # a position: an output frame or seconds
 
 BLANK = "<blank>"
 _QUOTES = {"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'", "\u02bc": "'", "\u2032": "'"}
@@ -71,6 +74,35 @@ class CharTokenizer:
     def decode(self, ids) -> str:
         """Ids (blank ids are skipped, no repeat collapsing) -> text."""
         return "".join(self.vocab[int(i)] for i in ids if int(i) != 0)
+
+    def ids_to_text(self, ids) -> str:
+        """Label ids (no blanks) -> text with single spaces and no leading or trailing space.
+
+        Every decoder ends here, so "A  B" (two emitted word boundaries) and " AB" score the same as "A B" and "AB".
+        """
+        return " ".join(self.decode(ids).split())
+
+    def group_words(self, ids: Sequence[int], starts: Sequence[T], ends: Sequence[T]) -> list[tuple[str, T, T]]:
+        """Group label ids (no blanks) into words at the space token: `(word, start, end)` per word, where start is
+        the first character's `starts` entry and end the last character's `ends` entry (frames, or seconds).
+        Empty words (repeated or leading spaces) are dropped."""
+        words: list[tuple[str, T, T]] = []
+        chars: list[str] = []
+        first = last = None
+        for i, s, e in zip(ids, starts, ends):
+            ch = self.vocab[int(i)]
+            if ch == " ":
+                if chars:
+                    words.append(("".join(chars), first, last))
+                chars = []
+                continue
+            if not chars:
+                first = s
+            chars.append(ch)
+            last = e
+        if chars:
+            words.append(("".join(chars), first, last))
+        return words
 
     def to_dict(self) -> dict:
         return {"vocab": list(self.vocab)}

@@ -23,9 +23,8 @@ import json
 import logging
 import math
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 import torch
 import torchaudio.functional as AF
@@ -33,41 +32,13 @@ from omegaconf import DictConfig
 
 from asr import hydra_cli
 from asr.audio import AudioLoadError, load_audio
-from asr.config import ConfigError, to_object
+from asr.config import ConfigError, TranscribeConfig, to_object
 from asr.ctc import required_frames
 from asr.errors import UserError
-from asr.inference import DECODERS, BeamConfig, LoadedModel, build_decoder, load_model, resolve_checkpoint
+from asr.inference import LoadedModel, build_decoder, load_model, resolve_checkpoint
 from asr.text import CharTokenizer
 
 log = logging.getLogger("asr.transcribe")
-
-
-@dataclass
-class TranscribeConfig:
-    checkpoint: Optional[str] = None  # required: a checkpoint .pt, or a run dir (its checkpoints/best.pt)
-    audio: list[str] = field(default_factory=list)  # files to transcribe: audio=[a.flac,b.wav]
-    decoder: str = "greedy"  # greedy, beam or beam_lm (needs beam.lm_path)
-    beam: BeamConfig = field(default_factory=BeamConfig)  # beam search and LM settings
-    chunk_seconds: float = 30.0  # window the model runs on at a time (long files); bounds its memory
-    context_seconds: float = 2.0  # extra audio on each side of a window, run but not kept
-    average_last: int = 1  # N > 1: average the weights of the newest N rolling checkpoints beside the checkpoint
-    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
-    output: Optional[str] = None  # JSONL file to write; null = stdout
-
-    def __post_init__(self) -> None:
-        if not self.checkpoint:
-            raise ConfigError("checkpoint: required; pass checkpoint=PATH (a .pt file or a training run dir)")
-        if not self.audio:
-            raise ConfigError("audio: no files given; pass audio=[file1.flac,file2.wav]")
-        if self.decoder not in DECODERS:
-            raise ConfigError(f"decoder: {self.decoder!r} is not one of {', '.join(DECODERS)}")
-        self.beam.validate("beam", [self.decoder])
-        if not self.chunk_seconds > 0:
-            raise ConfigError(f"chunk_seconds: must be > 0, got {self.chunk_seconds}")
-        if not self.context_seconds >= 0:
-            raise ConfigError(f"context_seconds: must be >= 0, got {self.context_seconds}")
-        if self.average_last < 1:
-            raise ConfigError(f"average_last: must be >= 1, got {self.average_last}")
 
 
 def windows(num_samples: int, unit: int, chunk_seconds: float, context_seconds: float, sample_rate: int
@@ -122,25 +93,9 @@ def word_timings(log_probs: torch.Tensor, text: str, tokenizer: CharTokenizer, f
     path, scores = AF.forced_align(log_probs[None].float().cpu(), torch.tensor([targets], dtype=torch.int32),
                                    blank=tokenizer.blank)
     spans = AF.merge_tokens(path[0], scores[0].exp(), blank=tokenizer.blank)
-    words: list[dict[str, Any]] = []
-    chars: list[str] = []
-    start = end = 0
-    for tok, span in zip(targets, spans):
-        if tokenizer.vocab[tok] == " ":
-            if chars:
-                words.append({"word": "".join(chars), "start": start, "end": end})
-            chars = []
-            continue
-        if not chars:
-            start = span.start
-        chars.append(tokenizer.vocab[tok])
-        end = span.end
-    if chars:
-        words.append({"word": "".join(chars), "start": start, "end": end})
-    for w in words:
-        w["start"] = round(min(w["start"] * frame_seconds, duration), 3)
-        w["end"] = round(min(w["end"] * frame_seconds, duration), 3)
-    return words
+    grouped = tokenizer.group_words(targets, [sp.start for sp in spans], [sp.end for sp in spans])
+    return [{"word": w, "start": round(min(first * frame_seconds, duration), 3),
+             "end": round(min(last * frame_seconds, duration), 3)} for w, first, last in grouped]
 
 
 def transcribe_file(loaded: LoadedModel, decode, decoder_name: str, path: str, cfg: TranscribeConfig

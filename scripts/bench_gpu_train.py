@@ -20,6 +20,7 @@ from asr.augment import SpecAugment
 from asr.config import AugmentConfig, FeatureConfig, ModelConfig, OptimConfig, to_object
 from asr.ctc import ctc_loss
 from asr.features import LogMel
+from asr.forward import amp_dtype, forward
 from asr.model import AcousticModel
 from asr.optim import build_optimizer
 
@@ -36,7 +37,7 @@ def run(preset: str, precision: str, steps: int, batch: int, seconds: float, dev
     model = AcousticModel(mcfg, feats_cfg.n_mels, 29).to(dev).train()
     opt = build_optimizer(model, OptimConfig(lr=1e-4))
     scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
-    amp = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}[precision]
+    amp = amp_dtype(precision)
     S = int(seconds * feats_cfg.sample_rate)
     g = torch.Generator(device="cpu").manual_seed(0)
     # Lengths spread like a duration bucket (75-100 % of the longest), transcripts at ~15 characters a second.
@@ -51,11 +52,8 @@ def run(preset: str, precision: str, steps: int, batch: int, seconds: float, dev
     audio_s = float(lengths.sum()) / feats_cfg.sample_rate
 
     def step():
-        feats, frames = featurizer(waves, lengths)
-        feats = spec(feats, frames)
-        with torch.autocast(dev.type, dtype=amp or torch.bfloat16, enabled=amp is not None):
-            log_probs, out_lengths = model(feats, frames)
-        losses, _ = ctc_loss(log_probs, out_lengths, targets, target_lengths)
+        out = forward(featurizer, model, waves, lengths, precision=amp, spec_augment=spec)
+        losses, _ = ctc_loss(out.log_probs, out.out_lengths, targets, target_lengths)
         scaler.scale(losses.mean()).backward()
         scaler.unscale_(opt)
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)

@@ -17,7 +17,8 @@ from omegaconf import OmegaConf
 from asr import distributed as dist_utils
 from asr.config import TrainConfig, to_object
 from asr.runtime import build
-from asr.train import TrainState, train_step
+from asr.state import TrainState
+from asr.step import train_step
 
 
 def main(cfg_path: str, out_dir: str) -> None:
@@ -35,9 +36,9 @@ def main(cfg_path: str, out_dir: str) -> None:
     c.train_sampler.set_epoch(0)
     c.train_dataset.set_epoch(0)
     batch = next(iter(c.train_loader))
-    out = train_step(c, batch, TrainState())
-    assert out.get("stepped") and not out["skipped"], out
-    torch.save({"ids": list(batch.ids), "loss": float(out["loss"]), "grads": grads, "init": init},
+    result = train_step(c, batch, TrainState())
+    assert result.updated and not result.skipped, result
+    torch.save({"ids": list(batch.ids), "loss": result.loss, "grads": grads, "init": init},
                Path(out_dir) / f"rank{c.dist.rank}.pt")
     dist_utils.teardown()
 

@@ -87,3 +87,17 @@ def test_normalization_applies_to_both_sides():
 def test_mismatched_lengths_are_rejected():
     with pytest.raises(ValueError, match="as many"):
         score(["a", "b"], ["A"], ["A"])
+
+
+def test_word_error_stats_count_each_confusion():
+    from asr.metrics import word_error_stats
+    refs = ["THE CAT SAT", "THE CAT", "A DOG", "", "SIT DOWN"]
+    hyps = ["THE BAT SAT", "THE BAT", "DOG", "UM", "SIT DOWN NOW"]
+    stats = word_error_stats(refs, hyps)
+    assert stats.substitutions == {("CAT", "BAT"): 2}
+    assert stats.deletions == {"A": 1}
+    assert stats.insertions == {"UM": 1, "NOW": 1}
+    # The counts agree with the corpus counts of the same pairs.
+    from asr.metrics import score
+    word, _, _ = score(list("abcde"), refs, hyps)
+    assert (word.substitutions, word.deletions, word.insertions) == (2, 1, 2)

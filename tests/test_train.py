@@ -4,6 +4,7 @@ All on CPU on the tiny built-in corpus (real TTS speech); each run is a few seco
 """
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import signal
@@ -138,7 +139,8 @@ def test_sigterm_writes_checkpoint_and_exits_143(tmp_path, tiny_corpus):
 
 def test_nan_batch_is_skipped_without_touching_parameters(tmp_path, tiny_corpus):
     from asr.runtime import build
-    from asr.train import TrainState, train_step
+    from asr.state import TrainState
+    from asr.step import train_step
     cfg = _cfg(tiny_corpus, tmp_path)
     c = build(cfg, tmp_path)
     batch = c.train_dataset[[0, 1]]
@@ -146,8 +148,8 @@ def test_nan_batch_is_skipped_without_touching_parameters(tmp_path, tiny_corpus)
     before = {k: v.clone() for k, v in c.raw_model.state_dict().items()}
     opt_before = {k: v.clone() for k, v in c.optimizer.state_dict()["state"][0].items()}
     batch.waves[0, 100:200] = float("nan")
-    out = train_step(c, batch, TrainState(step=1))
-    assert out["skipped"]
+    result = train_step(c, batch, TrainState(step=1))
+    assert result.updated and result.skipped
     assert all(torch.equal(before[k], v) for k, v in c.raw_model.state_dict().items())
     assert all(torch.equal(opt_before[k], v) for k, v in c.optimizer.state_dict()["state"][0].items())
 
@@ -155,7 +157,8 @@ def test_nan_batch_is_skipped_without_touching_parameters(tmp_path, tiny_corpus)
 def test_consecutive_bad_steps_abort_naming_the_knob(tmp_path, tiny_corpus):
     from asr.errors import UserError
     from asr.runtime import build
-    from asr.train import TrainState, train_one_epoch
+    from asr.state import TrainState
+    from asr.train import train_one_epoch
     cfg = _cfg(tiny_corpus, tmp_path, **{"trainer.max_bad_steps": 2})
     c = build(cfg, tmp_path)
     real = c.train_loader
@@ -164,9 +167,8 @@ def test_consecutive_bad_steps_abort_naming_the_knob(tmp_path, tiny_corpus):
         for batch in real:
             batch.waves[:] = float("nan")
             yield batch
-    c.train_loader = poisoned()
     with pytest.raises(UserError, match="trainer.max_bad_steps"):
-        train_one_epoch(c, TrainState(), None, None)
+        train_one_epoch(dataclasses.replace(c, train_loader=poisoned()), TrainState())
 
 
 @pytest.mark.parametrize("override,key", [
@@ -175,7 +177,9 @@ def test_consecutive_bad_steps_abort_naming_the_knob(tmp_path, tiny_corpus):
     ("data.max_duration=500", "data.max_duration"),
 ])
 def test_config_errors_name_the_key(tmp_path, tiny_corpus, override, key):
-    with pytest.raises(ConfigError, match=key.replace(".", r"\.")):
+    from hydra.errors import ConfigCompositionException
+    # A choice field (an Enum in the schema) is refused while Hydra composes; a range rule at to_object.
+    with pytest.raises((ConfigError, ConfigCompositionException), match=key.replace(".", r"\.")):
         to_object(compose_train([*tiny_train_overrides(tiny_corpus, tmp_path), override]), TrainConfig)
 
 
@@ -187,7 +191,7 @@ def test_wrong_type_or_unknown_key_names_the_key(cfg, key):
 
 
 @pytest.mark.parametrize("bad,expected", [
-    ("model.rnn_type=transformer", "model.rnn_type: must be 'lstm' or 'gru'"),
+    ("model.rnn_type=transformer", "model.rnn_type: Invalid value 'transformer', expected one of [lstm, gru]"),
     ("optim.lrr=1", "optim.lrr: Key 'lrr' not in 'OptimConfig'"),
     ("+optim.lrr=1", "optim.lrr: unknown key"),
     ("optim.lr=fast", "optim.lr: Value 'fast'"),
@@ -207,7 +211,8 @@ def test_cli_config_error_is_one_line_exit_2(tmp_path, tiny_corpus, bad, expecte
 def test_signal_handlers_are_scoped_to_the_run(tmp_path, tiny_corpus):
     """main() installs SIGTERM/SIGUSR1 handlers for the run only and restores them, also when it fails."""
     from asr.errors import UserError
-    from asr.train import main, preemption_signals
+    from asr.signals import preemption_signals
+    from asr.train import main
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
     with pytest.raises(RuntimeError):
         with preemption_signals() as stop:

@@ -85,8 +85,8 @@ def _run(args: argparse.Namespace) -> int:
             print(f"{name}: {path}")
         return 0
     if args.command == "doctor":
-        from asr.data import doctor
-        return doctor.main(args)
+        from asr.data import doctor_report
+        return doctor_report.main(args)
     if args.command == "lm":
         from asr.decoding import ngram
         ngram.build_arpa(args.text, args.order, args.out)

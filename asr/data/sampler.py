@@ -202,6 +202,12 @@ class DurationBucketSampler:
         return {"epoch": self.epoch, "batches_yielded": position, "seed": self.seed, "rank": self.rank,
                 **self._signature()}
 
+    def state_at(self, epoch: int, position: int) -> dict:
+        """The state to resume from `position` batches into `epoch` (what a training loop that counts the batches
+        it consumed knows exactly, however far its DataLoader prefetched)."""
+        return {"epoch": int(epoch), "batches_yielded": int(position), "seed": self.seed, "rank": self.rank,
+                **self._signature()}
+
     def _signature(self) -> dict:
         """What a mid-epoch position depends on besides seed and epoch."""
         return {"world_size": self.world_size, "max_seconds": self.max_seconds, "num_buckets": self.num_buckets,

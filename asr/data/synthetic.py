@@ -18,7 +18,8 @@ flite speakers differ from the training ones in pitch and rate only. Dev/test ne
 training audio (their RNG streams are separate), so `minutes` can change without moving the benchmark.
 
 Same seed -> the same sentences, speakers and samples (both engines are deterministic). The engines, voices and
-the rendering of one utterance are in asr.data.tts; this module plans the corpus and writes it.
+the rendering of one utterance are in asr.data.tts, the plan (speakers, sentences) in asr.data.corpus_plan; this
+module renders the plan and writes the corpus.
 """
 from __future__ import annotations
 
@@ -36,30 +37,16 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from asr.data.corpus_plan import plan_split
 from asr.data.manifest import write_manifest
-from asr.data.sentences import LICENSE, SOURCE, Sentence, load_sentences, split_sentences
-from asr.data.tts import SAMPLE_RATE, Job, Speaker, _render_to_file, find_engines
+from asr.data.sentences import LICENSE, SOURCE, load_sentences, split_sentences
+from asr.data.tts import SAMPLE_RATE, Job, find_engines, render_to_file
 from asr.errors import UserError
 from asr.text import CharTokenizer
 
 VERSION = 2  # bump whenever the same (preset, seed, minutes) would give different audio or text
 SPLITS = ("train", "dev", "test")
 SENTENCE_FRACTIONS = {"train": 0.90, "dev": 0.05, "test": 0.05}
-ID_BASE = {"dev": 1001, "test": 2001, "train": 3001}  # speaker ids; dev/test ids never move with `minutes`
-SPLIT_KEY = {"train": 1, "dev": 2, "test": 3}  # RNG stream per split
-CHAPTER_UTTS = 40  # utterances per chapter folder (LibriSpeech chapters hold ~10-130)
-
-# Speaking rates per speaker (jittered +-6% per utterance). At espeak-ng's default 175 wpm (and flite's own
-# tempo) the engines read ~19-20 characters/s of speech, and the fastest utterances left a 4x-subsampled CTC
-# model (the quick study's, DESIGN.md) no spare frames. With these ranges the demo corpus measures 12.5
-# characters/s at the median, 18 at the 99th percentile (LibriSpeech read speech: ~15), and needs at most 90%
-# of the frames such a model has.
-ESPEAK_WPM = (125.0, 170.0)
-FLITE_STRETCH = (1.0, 1.3)
-ESPEAK_TEMPO = {"pedro": 1.12, "antonio": 1.12, "Andrea": 1.13, "anika": 1.13}  # measured, relative to m1
-SECONDS_PER_WORD = {"espeak-ng": 0.31, "flite": 0.33}  # at nominal rate, trimmed; only to plan the amounts
-
-
 @dataclass(frozen=True)
 class Preset:
     train_minutes: float     # training audio (the `minutes` argument overrides it)
@@ -79,86 +66,6 @@ PRESETS: dict[str, Preset] = {
     "demo": Preset(train_minutes=180.0, dev_minutes=10.0, test_minutes=10.0, speaker_minutes=1.5,
                    dev_speakers=16, test_speakers=16, seed=1234),
 }
-
-
-# ------------------------------------------------------------------------------------------------ the plan
-
-
-def _deal(items, n: int, rng: np.random.Generator) -> list:
-    """n items, dealt from successive shuffles of `items`: each is used once before any is used twice."""
-    items = list(items)
-    out: list = []
-    while len(out) < n:
-        out += [items[i] for i in rng.permutation(len(items))]
-    return out[:n]
-
-
-def _draw_speakers(split: str, n: int, engines: dict, flite_share: float,
-                   rng: np.random.Generator) -> list[Speaker]:
-    n_flite = round(n * flite_share)
-    if n >= 2:  # both engines in every split
-        n_flite = min(max(n_flite, 1), n - 1)
-    kinds = _deal(["flite"] * n_flite + ["espeak-ng"] * (n - n_flite), n, rng)
-    n_espeak = n - n_flite
-    # Variants (timbres) and accents are dealt separately, so every variant is heard before any repeats.
-    espeak = list(zip(_deal(engines["accents"], n_espeak, rng), _deal(engines["variants"][split], n_espeak, rng)))
-    flite = _deal(engines["flite"], n_flite, rng)
-    speakers = []
-    for i, kind in enumerate(kinds):
-        sid = str(ID_BASE[split] + i)
-        if kind == "espeak-ng":
-            accent, variant = espeak.pop(0)
-            wpm = rng.uniform(*ESPEAK_WPM) / ESPEAK_TEMPO.get(variant, 1.0)
-            speakers.append(Speaker(sid, split, kind, accent, variant, pitch=round(rng.uniform(30, 70), 1),
-                                    rate=round(wpm, 1)))
-        else:
-            voice = flite.pop(0)
-            speakers.append(Speaker(sid, split, kind, voice, "",
-                                    pitch=round(engines["flite"][voice] * rng.uniform(0.82, 1.22), 1),
-                                    rate=round(rng.uniform(*FLITE_STRETCH), 3)))
-    return speakers
-
-
-def _estimate(sentence: Sentence, engine: str, rate: float) -> float:
-    factor = 175.0 / rate if engine == "espeak-ng" else rate
-    return len(sentence.text.split()) * SECONDS_PER_WORD[engine] * factor
-
-
-def plan_split(split: str, minutes: float, n_speakers: int, pool: list[Sentence], engines: dict,
-               flite_share: float, seed: int, folder: Path) -> list[Job]:
-    """Speakers and utterances of one split, every random choice drawn here from the split's own stream.
-
-    Each speaker reads sentences from the split's pool (a seeded shuffle, reshuffled when used up) until its
-    share of `minutes` is reached, by an estimate from the word count and speaking rate.
-    """
-    rng = np.random.default_rng([seed, SPLIT_KEY[split]])
-    speakers = _draw_speakers(split, n_speakers, engines, flite_share, rng)
-    order, cursor = rng.permutation(len(pool)), 0
-    share = minutes * 60.0 / n_speakers
-    jobs: list[Job] = []
-    for spk in speakers:
-        planned, k = 0.0, 0
-        while planned < share:
-            if cursor == len(order):
-                order, cursor = rng.permutation(len(pool)), 0
-            sentence = pool[order[cursor]]
-            cursor += 1
-            jit_rate, jit_pitch = rng.uniform(0.94, 1.06), rng.uniform(-1.0, 1.0)
-            if spk.engine == "espeak-ng":
-                pitch = float(np.clip(spk.pitch + 4.0 * jit_pitch, 0, 99))
-            else:
-                pitch = spk.pitch * (1.0 + 0.04 * jit_pitch)
-            lead, trail = rng.uniform(0.05, 0.4, size=2)
-            chapter = int(spk.id) * 100 + k // CHAPTER_UTTS
-            uid = f"{spk.id}-{chapter}-{k % CHAPTER_UTTS:04d}"
-            jobs.append(Job(id=uid, path=str(folder / spk.id / str(chapter) / f"{uid}.flac"), speaker=spk,
-                            sentence=sentence, pitch=round(pitch, 2), rate=round(spk.rate * jit_rate, 3),
-                            gain_db=round(rng.uniform(-6.0, 3.0), 2), lead_s=round(lead, 3),
-                            trail_s=round(trail, 3), noise_db=round(rng.uniform(-72.0, -58.0), 1),
-                            noise_seed=int(rng.integers(2 ** 62)), binary=engines["binaries"][spk.engine]))
-            planned += _estimate(sentence, spk.engine, jobs[-1].rate) + lead + trail
-            k += 1
-    return jobs
 
 
 # ------------------------------------------------------------------------------------------------ generate
@@ -206,13 +113,13 @@ def _refuse_other(root: Path, key: dict, force: bool) -> None:
 def _render_all(jobs: list[Job], n_jobs: int, progress: bool) -> list[int]:
     bar = dict(total=len(jobs), desc="synthesizing", unit="utt", disable=not progress, file=sys.stderr)
     if n_jobs == 1:
-        return [_render_to_file(j) for j in tqdm(jobs, **bar)]
+        return [render_to_file(j) for j in tqdm(jobs, **bar)]
     # Threads, not processes: each job waits on a TTS subprocess, then resamples and writes with numpy/scipy/
     # libsndfile, which release the GIL. A forked pool would copy the caller's state: torch/OpenMP threads and
     # signal handlers (a trainer's SIGTERM handler made forked workers unkillable and hung our suite).
     with ThreadPoolExecutor(n_jobs, thread_name_prefix="synth") as pool:
         try:
-            return list(tqdm(pool.map(_render_to_file, jobs), **bar))
+            return list(tqdm(pool.map(render_to_file, jobs), **bar))
         except BaseException:  # a failed job or Ctrl-C: do not render the thousands still queued
             pool.shutdown(wait=True, cancel_futures=True)
             raise

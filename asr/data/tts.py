@@ -176,7 +176,7 @@ def render(job: Job) -> np.ndarray:
     return wave.astype(np.float32)
 
 
-def _render_to_file(job: Job) -> int:
+def render_to_file(job: Job) -> int:
     wave = render(job)
     write_flac(job.path, wave, SAMPLE_RATE)
     return int(wave.size)

@@ -3,10 +3,10 @@ search (torchaudio CUCTC), and a small reference prefix beam search + brute-forc
 
 `beam` and `cuda_beam` are imported lazily by their users: they load flashlight-text / torchaudio's CUDA extension.
 """
-from asr.decoding.greedy import greedy_decode, greedy_ids, ids_to_text, word_spans
+from asr.decoding.greedy import greedy_decode, greedy_ids, word_spans
 from asr.decoding.reference import exhaustive_search, prefix_beam_search
 
-__all__ = ["greedy_decode", "greedy_ids", "ids_to_text", "word_spans", "prefix_beam_search", "exhaustive_search",
+__all__ = ["greedy_decode", "greedy_ids", "word_spans", "prefix_beam_search", "exhaustive_search",
            "BeamSearchDecoder", "BeamHypothesis", "write_lexicon", "CudaBeamDecoder"]
 
 

@@ -31,7 +31,6 @@ tests/decoding/test_beam.py:
 """
 from __future__ import annotations
 
-import gzip
 import logging
 import math
 import tempfile
@@ -41,7 +40,7 @@ from typing import Iterable, Optional
 
 import torch
 
-from asr.decoding.greedy import ids_to_text
+from asr.decoding.arpa import UNK, LMError, check_lm_files, unigram_words
 from asr.errors import UserError
 from asr.text import CharTokenizer
 
@@ -49,8 +48,6 @@ log = logging.getLogger(__name__)
 
 BLANK_NAME = "-"  # what flashlight calls our "<blank>" (torchaudio's default blank_token)
 SIL_NAME = "|"  # what flashlight calls our " " (torchaudio's default sil_token); ends each lexicon spelling
-_UNK_WORD = "<unk>"
-_ARPA_SKIP = {"<s>", "</s>", "<unk>", "<UNK>"}
 _KENLM_BINARY_MAGIC = b"mmap lm "  # first bytes of every KenLM binary file
 _NO_EMISSION = -1e4  # log-score of the other tokens in the appended silence frame; far beyond any beam threshold
 
@@ -98,27 +95,6 @@ def _is_kenlm_binary(path: Path) -> bool:
         return f.read(len(_KENLM_BINARY_MAGIC)) == _KENLM_BINARY_MAGIC
 
 
-def arpa_unigrams(path: str | Path) -> list[str]:
-    """The words of an ARPA file's \\1-grams section (plain or .gz), without <s>, </s> and <unk>."""
-    path = Path(path)
-    opener = gzip.open if path.suffix == ".gz" else open
-    words = []
-    in_unigrams = False
-    with opener(path, "rt", encoding="utf-8", errors="replace") as f:
-        for line in f:
-            line = line.strip()
-            if line.startswith("\\"):
-                if in_unigrams:
-                    break  # the next section: unigrams are done, the rest of a large LM is not read
-                in_unigrams = line == "\\1-grams:"
-                continue
-            if in_unigrams and line:
-                fields = line.split()
-                if len(fields) >= 2 and fields[1] not in _ARPA_SKIP:
-                    words.append(fields[1])
-    return words
-
-
 def _check_lexicon(path: Path, tokens: set[str], key: str) -> None:
     """Fail early, naming the line, on spellings that use a token the model does not have."""
     with open(path, encoding="utf-8") as f:
@@ -154,10 +130,7 @@ class BeamSearchDecoder:
         self.sil_id = self.tokens.index(SIL_NAME)
         self.nbest = nbest
         self.lexicon_source: str | None = None  # "file", "lm unigrams" or None (lexicon-free)
-        if lm_path is not None and not Path(lm_path).is_file():
-            raise UserError(f"{key_prefix}.lm_path: language model file not found: {lm_path}")
-        if lexicon_path is not None and not Path(lexicon_path).is_file():
-            raise UserError(f"{key_prefix}.lexicon_path: lexicon file not found: {lexicon_path}")
+        check_lm_files(lm_path, lexicon_path, key_prefix)
         if log_add is None:
             log_add = lm_path is None
 
@@ -174,7 +147,7 @@ class BeamSearchDecoder:
                     lexicon=lexicon_path, tokens=self.tokens, lm=lm_path, nbest=nbest, beam_size=beam_size,
                     beam_size_token=beam_size_token, beam_threshold=beam_threshold, lm_weight=lm_weight,
                     word_score=word_score, unk_score=unk_score, sil_score=sil_score, log_add=log_add,
-                    blank_token=BLANK_NAME, sil_token=SIL_NAME, unk_word=_UNK_WORD)
+                    blank_token=BLANK_NAME, sil_token=SIL_NAME, unk_word=UNK)
             except RuntimeError as exc:  # KenLM's loader reports a bad file as a RuntimeError
                 reason = [line for line in str(exc).splitlines() if line.strip()][-1:] or ["unknown error"]
                 raise UserError(f"{key_prefix}.lm_path: cannot load {lm_path}: {reason[0]}") from None
@@ -184,7 +157,10 @@ class BeamSearchDecoder:
             raise UserError(f"{key_prefix}.lm_path: {lm_path} is a KenLM binary and {key_prefix}.lexicon_path is "
                             "not set; flashlight scores a word LM only through a lexicon, and a binary's vocabulary "
                             "cannot be read here: give the ARPA file or a lexicon")
-        words = arpa_unigrams(lm_path)
+        try:
+            words = unigram_words(lm_path)
+        except LMError as exc:
+            raise UserError(f"{key_prefix}.lm_path: {exc}") from None
         usable = [w for w in words if not self.tokenizer.unknown_chars(w) and " " not in w]
         if not usable:
             raise UserError(f"{key_prefix}.lm_path: {lm_path} has no unigram spelled with the model's characters "
@@ -238,7 +214,7 @@ class BeamSearchDecoder:
                 if self.uses_lexicon:
                     text = " ".join(h.words)
                 else:
-                    text = ids_to_text(ids, self.tokenizer)
+                    text = self.tokenizer.ids_to_text(ids)
                 if text in seen:  # states that differ only in a trailing boundary give the same text
                     continue
                 seen.add(text)

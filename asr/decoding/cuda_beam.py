@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import torch
 
-from asr.decoding.greedy import ids_to_text
 from asr.errors import UserError
 from asr.text import CharTokenizer
 
@@ -32,7 +31,10 @@ def torchaudio_version() -> str:
 
 
 class CudaBeamDecoder:
-    """Batched CTC prefix beam search on the GPU, built once and reused; `decode` mirrors BeamSearchDecoder's."""
+    """Batched CTC prefix beam search on the GPU, built once and reused; `decode` mirrors BeamSearchDecoder's.
+
+    Used by the tests and benchmarks only: `asr-eval` and `asr-transcribe` decode on the CPU (flashlight), since
+    torchaudio's CUDA decoder aborts on Hopper GPUs (see tests/decoding/test_cuda_beam.py)."""
 
     def __init__(self, tokenizer: CharTokenizer, beam_size: int = 10, nbest: int = 1,
                  blank_skip_threshold: float = 0.95) -> None:
@@ -69,7 +71,7 @@ class CudaBeamDecoder:
 
     def decode(self, log_probs: torch.Tensor, lengths: torch.Tensor) -> list[str]:
         """(B, T', C) log-probs + (B,) lengths -> B best transcripts."""
-        return [ids_to_text(nbest[0][0], self.tokenizer) if nbest else "" for nbest in self.decode_ids(log_probs,
+        return [self.tokenizer.ids_to_text(nbest[0][0]) if nbest else "" for nbest in self.decode_ids(log_probs,
                                                                                                          lengths)]
 
     __call__ = decode

@@ -6,15 +6,8 @@ from __future__ import annotations
 
 import torch
 
+from asr.lengths import lengths_to_mask
 from asr.text import CharTokenizer
-
-
-def ids_to_text(ids, tokenizer: CharTokenizer) -> str:
-    """Label ids (no blanks) -> text with single spaces and no leading or trailing space.
-
-    Every decoder ends here, so "A  B" (two emitted word boundaries) and " AB" score the same as "A B" and "AB".
-    """
-    return " ".join(tokenizer.decode(ids).split())
 
 
 def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> list[tuple[list[int], list[int]]]:
@@ -32,7 +25,7 @@ def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -
     B, T, _ = log_probs.shape
     best = log_probs.argmax(dim=-1)  # (B, T')
     lengths = lengths.to(best.device)
-    valid = torch.arange(T, device=best.device)[None, :] < lengths[:, None]
+    valid = lengths_to_mask(lengths, T)  # (B, T')
     # A frame emits when it is not blank and differs from the frame before it (a run's first frame).
     changed = torch.ones_like(valid)
     changed[:, 1:] = best[:, 1:] != best[:, :-1]
@@ -47,29 +40,14 @@ def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -
 
 def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer: CharTokenizer) -> list[str]:
     """(B, T', C) log-probs + (B,) lengths -> B transcripts (best path, repeats collapsed, blanks dropped)."""
-    return [ids_to_text(ids, tokenizer) for ids, _ in greedy_ids(log_probs, lengths, tokenizer.blank)]
+    return [tokenizer.ids_to_text(ids) for ids, _ in greedy_ids(log_probs, lengths, tokenizer.blank)]
 
 
 def word_spans(ids: list[int], frames: list[int], tokenizer: CharTokenizer) -> list[tuple[str, int, int]]:
     """Group emitted characters into words: `(word, first_frame, last_frame)` per word, split at the space token.
 
     `frames` are the emitting frames returned next to `ids` by `greedy_ids` or the beam decoders; the caller turns
-    frames into seconds with the model's frame rate.
+    frames into seconds with the model's frame rate. (Used by tests and by callers that decode without timings;
+    `asr-transcribe` times words by forced alignment, through the same `CharTokenizer.group_words`.)
     """
-    words: list[tuple[str, int, int]] = []
-    chars: list[str] = []
-    first = last = -1
-    for i, t in zip(ids, frames):
-        ch = tokenizer.vocab[i]
-        if ch == " ":
-            if chars:
-                words.append(("".join(chars), first, last))
-            chars = []
-            continue
-        if not chars:
-            first = t
-        chars.append(ch)
-        last = t
-    if chars:
-        words.append(("".join(chars), first, last))
-    return words
+    return tokenizer.group_words(ids, frames, frames)

@@ -10,7 +10,8 @@ import torch
 from ctc_cases import TOKENIZER, frames, peaky_log_probs, text_of
 
 from asr.decoding import greedy_decode, prefix_beam_search
-from asr.decoding.beam import BeamSearchDecoder, arpa_unigrams, write_lexicon
+from asr.decoding.arpa import unigram_words
+from asr.decoding.beam import BeamSearchDecoder, write_lexicon
 from asr.decoding.reference import exhaustive_search
 from asr.errors import UserError
 from asr.text import BLANK, CharTokenizer
@@ -190,12 +191,12 @@ def test_lexicon_mode_only_outputs_lexicon_words(lm_files):
 
 # ------------------------------------------------------------------------------------------------ files, errors
 
-def test_write_lexicon_and_arpa_unigrams(tmp_path):
+def test_write_lexicon_and_unigram_words(tmp_path):
     assert write_lexicon(["CAT", "DOG'S", "CAT", ""], tmp_path / "lex.txt") == 2
     assert (tmp_path / "lex.txt").read_text() == "CAT\tC A T |\nDOG'S\tD O G ' S |\n"
     with gzip.open(tmp_path / "lm.arpa.gz", "wt") as f:
         f.write(ARPA)
-    assert arpa_unigrams(tmp_path / "lm.arpa.gz") == ["CAT", "DOG", "THE"]
+    assert unigram_words(tmp_path / "lm.arpa.gz") == ["CAT", "DOG", "THE"]
 
 
 def test_missing_files_name_the_key_and_path(tmp_path):
@@ -216,8 +217,8 @@ def test_bad_lm_and_lexicon_files_are_user_errors(tmp_path):
         BeamSearchDecoder(tok, lm_path=str(unigram_only))
     not_arpa = tmp_path / "words.txt"
     not_arpa.write_text("hello world\n")
-    with pytest.raises(UserError, match="no unigram"):
-        BeamSearchDecoder(tok, lm_path=str(not_arpa))
+    with pytest.raises(UserError, match=r"lm_path: .*words\.txt:1: not an ARPA file"):
+        BeamSearchDecoder(tok, lm_path=str(not_arpa), key_prefix="beam")
     lexicon = tmp_path / "lex.txt"
     lexicon.write_text("CAT\tC A T |\ncafe\tc a f e |\n")
     with pytest.raises(UserError, match=r"lex\.txt:2: .*'a'"):

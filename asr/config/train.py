@@ -1,0 +1,199 @@
+"""Training schemas: `asr-train`'s whole configuration (configs/train.yaml and its presets extend these).
+Every field has a one-line comment; cross-field rules sit in `__post_init__` (see asr.config.base.check)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Optional
+
+from asr.config.base import Choice, check
+
+
+class Normalize(Choice):
+    utterance = "utterance"  # per-feature mean/variance over each utterance's valid frames
+    none = "none"
+
+
+class RNNType(Choice):
+    lstm = "lstm"
+    gru = "gru"
+
+
+class Schedule(Choice):
+    onecycle = "onecycle"  # linear warm-up, cosine decay to optim.final_lr_frac
+    noam = "noam"  # linear warm-up, inverse square root
+
+
+class Precision(Choice):
+    fp32 = "fp32"
+    fp16 = "fp16"  # autocast + GradScaler, CUDA only
+    bf16 = "bf16"  # autocast; the CTC loss still sees fp32 log-probs (asr/forward.py)
+
+
+@dataclass
+class FeatureConfig:
+    sample_rate: int = 16000  # Hz; audio at another rate is resampled (inference) or rejected (training)
+    n_mels: int = 80  # F: mel bins
+    win_ms: float = 25.0  # analysis window length
+    hop_ms: float = 10.0  # frame shift; T = 1 + S // hop
+    n_fft: int = 512  # FFT size, >= window length in samples
+    log_floor: float = 1e-6  # added before log so silence does not give -inf
+    normalize: Normalize = Normalize.utterance  # per-feature mean/var over each utterance's valid frames, or none
+
+    def __post_init__(self) -> None:
+        self.normalize = Normalize.parse(self.normalize, "features.normalize")
+        check(self.sample_rate >= 8000, "features.sample_rate", "must be >= 8000")
+        check(self.n_mels >= 8, "features.n_mels", "must be >= 8")
+        check(0 < self.hop_ms <= self.win_ms, "features.hop_ms", "must be in (0, win_ms]")
+        check(self.n_fft >= self.win_length, "features.n_fft", f"must be >= window length ({self.win_length} samples)")
+        check(self.log_floor > 0, "features.log_floor", "must be > 0")
+
+    @property
+    def win_length(self) -> int:
+        return int(round(self.sample_rate * self.win_ms / 1000))
+
+    @property
+    def hop_length(self) -> int:
+        return int(round(self.sample_rate * self.hop_ms / 1000))
+
+
+@dataclass
+class AugmentConfig:
+    spec_augment: bool = True  # SpecAugment on training features only
+    freq_masks: int = 2  # number of frequency masks per utterance
+    freq_mask_width: int = 15  # max width (mel bins) of each frequency mask
+    time_masks: int = 2  # number of time masks per utterance
+    time_mask_max_frac: float = 0.05  # max width of each time mask as a fraction of the utterance's frames
+    speed_perturb: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # factors drawn per utterance; [] = off
+    noise_snr_db: Optional[float] = None  # add white noise at this SNR (dB) to training audio; null = off
+
+    def __post_init__(self) -> None:
+        check(self.freq_masks >= 0 and self.time_masks >= 0, "augment.freq_masks/time_masks", "must be >= 0")
+        check(0 <= self.time_mask_max_frac < 0.5, "augment.time_mask_max_frac", "must be in [0, 0.5)")
+        check(all(0.5 <= f <= 2.0 for f in self.speed_perturb), "augment.speed_perturb", "factors must be in [0.5, 2]")
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic"  # a label for logs
+    train_manifests: list[str] = field(default_factory=lambda: ["data/synthetic/manifests/train.jsonl"])  # JSONL files
+    dev_manifests: dict[str, str] = field(default_factory=dict)  # name -> JSONL; each preset names its own
+    synth_preset: Optional[str] = None  # set: `asr-train` generates the built-in corpus (this preset) when missing
+    synth_root: str = "data/synthetic"  # where the built-in corpus lives
+    max_batch_seconds: float = 120.0  # sampler budget: total padded audio seconds per batch
+    num_buckets: int = 10  # duration buckets (quantiles of the duration distribution)
+    min_duration: float = 0.3  # drop shorter training utterances (seconds)
+    max_duration: float = 20.0  # drop longer training utterances (seconds)
+    sortagrad: bool = True  # first epoch in ascending duration order (DeepSpeech2)
+    num_workers: int = 1  # DataLoader worker processes
+    max_bad_fraction: float = 0.01  # abort if more than this fraction of utterances cannot be read
+    dev_max_utterances: Optional[int] = None  # cap each dev set (deterministic first N) for quick validation
+
+    def __post_init__(self) -> None:
+        check(len(self.train_manifests) > 0, "data.train_manifests", "needs at least one manifest")
+        check(self.max_batch_seconds > 0, "data.max_batch_seconds", "must be > 0")
+        check(self.num_buckets >= 1, "data.num_buckets", "must be >= 1")
+        check(0 <= self.min_duration < self.max_duration, "data.min_duration", "must be >= 0 and < data.max_duration")
+        check(self.max_duration <= self.max_batch_seconds, "data.max_duration",
+               f"must be <= data.max_batch_seconds ({self.max_batch_seconds}) or the longest utterances fit no batch")
+        check(self.num_workers >= 0, "data.num_workers", "must be >= 0")
+        check(0 <= self.max_bad_fraction <= 1, "data.max_bad_fraction", "must be in [0, 1]")
+
+
+@dataclass
+class ModelConfig:
+    name: str = "small"  # preset label
+    conv_channels: list[int] = field(default_factory=lambda: [32, 32])  # one 2-D conv layer per entry
+    conv_time_strides: list[int] = field(default_factory=lambda: [2, 2])  # time stride per conv; product = subsampling
+    rnn_type: RNNType = RNNType.lstm  # lstm or gru
+    rnn_hidden: int = 256  # hidden units per direction
+    rnn_layers: int = 3  # stacked recurrent layers
+    bidirectional: bool = True  # False for streaming (then use lookahead)
+    lookahead: int = 0  # future frames of the lookahead convolution (unidirectional models only)
+    dropout: float = 0.1  # between recurrent layers and before the head
+
+    def __post_init__(self) -> None:
+        self.rnn_type = RNNType.parse(self.rnn_type, "model.rnn_type")
+        check(len(self.conv_channels) == len(self.conv_time_strides) and len(self.conv_channels) >= 1,
+               "model.conv_time_strides", "must have one entry per model.conv_channels entry (at least one)")
+        sub = 1
+        for s in self.conv_time_strides:
+            sub *= s
+        check(sub in (2, 4), "model.conv_time_strides", f"product (time subsampling) must be 2 or 4, got {sub}")
+        check(self.rnn_hidden >= 8 and self.rnn_layers >= 1, "model.rnn_hidden/rnn_layers", "must be >= 8 / >= 1")
+        check(self.lookahead >= 0, "model.lookahead", "must be >= 0")
+        check(not (self.bidirectional and self.lookahead), "model.lookahead",
+               "only applies to unidirectional models; set model.bidirectional=false or model.lookahead=0")
+        check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+
+    @property
+    def subsampling(self) -> int:
+        sub = 1
+        for s in self.conv_time_strides:
+            sub *= s
+        return sub
+
+
+@dataclass
+class OptimConfig:
+    name: str = "adamw"  # preset label
+    lr: float = 1.5e-3  # peak learning rate
+    weight_decay: float = 1e-2  # AdamW decoupled weight decay
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.98])  # AdamW betas
+    schedule: Schedule = Schedule.onecycle  # onecycle (linear warm-up, cosine decay) or noam (warm-up, 1/sqrt)
+    warmup_steps: int = 300  # steps of linear warm-up
+    total_steps: Optional[int] = None  # decay horizon for onecycle; null = estimated from epochs x batches
+    final_lr_frac: float = 0.02  # onecycle floor as a fraction of lr
+    grad_clip: float = 5.0  # max global grad norm
+    accum_steps: int = 1  # gradient accumulation (batches per optimizer step)
+
+    def __post_init__(self) -> None:
+        self.schedule = Schedule.parse(self.schedule, "optim.schedule")
+        check(self.lr > 0, "optim.lr", "must be > 0")
+        check(self.weight_decay >= 0, "optim.weight_decay", "must be >= 0")
+        check(len(self.betas) == 2 and all(0 <= b < 1 for b in self.betas), "optim.betas", "two values in [0, 1)")
+        check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0")
+        check(self.total_steps is None or self.total_steps > self.warmup_steps, "optim.total_steps",
+               "must be > optim.warmup_steps")
+        check(0 <= self.final_lr_frac <= 1, "optim.final_lr_frac", "must be in [0, 1]")
+        check(self.grad_clip > 0, "optim.grad_clip", "must be > 0")
+        check(self.accum_steps >= 1, "optim.accum_steps", "must be >= 1")
+
+
+@dataclass
+class TrainerConfig:
+    max_epochs: int = 30  # epochs to train
+    max_steps: Optional[int] = None  # stop after this many optimizer steps (overrides epochs when reached)
+    max_minutes: Optional[float] = None  # wall-clock budget; stops at the next step boundary, then validates
+    seed: int = 1234  # seeds model init, sampler order and augmentation
+    device: str = "auto"  # "auto", "cpu", "cuda", "cuda:N"
+    precision: Precision = Precision.fp32  # fp32, fp16 (autocast + GradScaler, CUDA only) or bf16
+    deterministic: bool = False  # torch.use_deterministic_algorithms; exact resume tests use it
+    threads: Optional[int] = None  # torch intra-op threads on CPU; null = torch default
+    log_every: int = 20  # steps between TensorBoard scalar writes
+    val_every_epochs: int = 1  # validate every N epochs
+    val_every_steps: Optional[int] = None  # also validate every N steps
+    checkpoint_every_steps: Optional[int] = None  # write a checkpoint every N steps (besides epoch ends)
+    keep_last: int = 3  # rolling checkpoints kept (plus best.pt)
+    resume: str = "auto"  # "auto" (newest complete checkpoint in the run dir), "never", or a checkpoint path
+    max_bad_steps: int = 20  # abort after this many consecutive non-finite losses/gradients
+    num_images: int = 3  # dev utterances whose spectrogram/posteriorgram go to TensorBoard
+    progress: bool = True  # tqdm progress bars
+
+    def __post_init__(self) -> None:
+        self.precision = Precision.parse(self.precision, "trainer.precision")
+        check(self.max_epochs >= 1, "trainer.max_epochs", "must be >= 1")
+        check(self.max_steps is None or self.max_steps >= 1, "trainer.max_steps", "must be >= 1 or null")
+        check(self.keep_last >= 1, "trainer.keep_last", "must be >= 1")
+        check(self.max_bad_steps >= 1, "trainer.max_bad_steps", "must be >= 1")
+        check(self.log_every >= 1, "trainer.log_every", "must be >= 1")
+
+
+@dataclass
+class TrainConfig:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    run_dir: Optional[str] = None  # null = Hydra's output dir (or the cwd when called from Python)

@@ -1,0 +1,48 @@
+"""The one forward path: waves -> log-mel features -> (SpecAugment, training only) -> acoustic model -> log-probs.
+
+Training steps, validation, TensorBoard images, inference and the benchmarks all call `forward`, so precision,
+features and augmentation change in one place (as ESPnet's `encode()` and icefall's `compute_loss(is_training)`
+serve every caller). Features are computed in fp32; under a reduced precision only the acoustic model runs in
+autocast, and the log-probs come back in fp32, since the CTC loss must see fp32 (DESIGN.md, pitfalls).
+
+Shapes: B batch, S samples, T frames, F mel bins, T' frames after subsampling, C vocabulary incl. blank.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
+
+# trainer.precision -> the autocast dtype (None: plain fp32). The one place this map is written.
+AMP_DTYPES: dict[str, Optional[torch.dtype]] = {"fp32": None, "fp16": torch.float16, "bf16": torch.bfloat16}
+
+
+def amp_dtype(precision: str) -> Optional[torch.dtype]:
+    """The autocast dtype for a precision name ("fp32", "fp16", "bf16")."""
+    return AMP_DTYPES[precision]
+
+
+@dataclass(frozen=True)
+class ForwardOutput:
+    log_probs: torch.Tensor  # (B, T', C) fp32 log-softmax
+    out_lengths: torch.Tensor  # (B,) valid output frames
+    feats: torch.Tensor  # (B, T, F) the features the model saw (augmented when training)
+    frames: torch.Tensor  # (B,) valid feature frames
+
+
+def forward(featurizer: torch.nn.Module, model: torch.nn.Module, waves: torch.Tensor, wave_lengths: torch.Tensor,
+            *, precision: Optional[torch.dtype] = None, spec_augment: Optional[torch.nn.Module] = None,
+            generator: Optional[torch.Generator] = None) -> ForwardOutput:
+    """Run (waves (B, S), wave_lengths (B,)) through `featurizer` and `model` (an AcousticModel, or its DDP
+    wrapper); both tensors must already be on the model's device.
+
+    precision: autocast dtype for the model (None = fp32; see `amp_dtype`). spec_augment: applied to the
+    features when given (training only), drawing its masks from `generator`.
+    """
+    feats, frames = featurizer(waves, wave_lengths)  # (B, T, F), (B,)
+    if spec_augment is not None:
+        feats = spec_augment(feats, frames, generator=generator)
+    with torch.autocast(device_type=waves.device.type, dtype=precision, enabled=precision is not None):
+        log_probs, out_lengths = model(feats, frames)  # (B, T', C), (B,)
+    return ForwardOutput(log_probs.float(), out_lengths, feats, frames)
