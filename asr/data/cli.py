@@ -16,8 +16,16 @@ def _csv(value: str) -> list[str]:
     return [v.strip() for v in value.split(",") if v.strip()]
 
 
+class _OneLineParser(argparse.ArgumentParser):
+    """argparse, but a usage error is one line on stderr (exit 2) that points at --help, like every other error
+    of ours; subcommand parsers are made of this class too."""
+
+    def error(self, message: str):
+        self.exit(2, f"{self.prog}: error: {message}; see `{self.prog} --help`\n")
+
+
 def _build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="asr-data", description=__doc__.splitlines()[0])
+    p = _OneLineParser(prog="asr-data", description=__doc__.splitlines()[0])
     sub = p.add_subparsers(dest="command", required=True)
 
     ls = sub.add_parser("librispeech", help="official LibriSpeech corpora (OpenSLR 12) and LMs (OpenSLR 11)")
