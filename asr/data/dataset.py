@@ -10,6 +10,7 @@ from a generator seeded by (seed, e, i), never from worker-local state.
 from __future__ import annotations
 
 import logging
+import signal
 from dataclasses import dataclass, field, replace
 from typing import Sequence
 
@@ -155,10 +156,18 @@ def _identity(batch: Batch) -> Batch:
     return batch
 
 
+def _default_signals(_worker_id: int) -> None:
+    """In a DataLoader worker: SIGTERM/SIGUSR1 back to their defaults. Workers are forked from a trainer that
+    handles both to checkpoint (asr/signals.py); a worker that inherited that handler would ignore the
+    SIGTERM its DataLoader sends to stop it. Preemption is the trainer's business, not the workers'."""
+    for sig in (signal.SIGTERM, signal.SIGUSR1):
+        signal.signal(sig, signal.SIG_DFL)
+
+
 def make_loader(dataset: AudioDataset, sampler, num_workers: int = 0, pin_memory: bool = False) -> DataLoader:
     """A DataLoader whose every item is one Batch: the sampler yields index lists, the dataset reads them.
 
-    The sampler is iterated in the main process; track consumed batches with `sampler.state_dict(consumed=k)`.
+    The sampler is iterated in the main process; the trainer counts consumed batches itself (`sampler.state_at`).
     Pinning is only requested when CUDA is available (it would fail on CPU-only machines).
     """
     # A private generator: otherwise every new DataLoader iterator draws its base seed from the *global* torch
@@ -166,7 +175,8 @@ def make_loader(dataset: AudioDataset, sampler, num_workers: int = 0, pin_memory
     # dropout masks afterwards (exact resume breaks). The dataset seeds its own augmentation per utterance.
     return DataLoader(dataset, batch_size=None, sampler=sampler, num_workers=num_workers, collate_fn=_identity,
                       pin_memory=bool(pin_memory and torch.cuda.is_available()),
-                      persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(0))
+                      persistent_workers=num_workers > 0, generator=torch.Generator().manual_seed(0),
+                      worker_init_fn=_default_signals if num_workers > 0 else None)
 
 
 class BadDataError(UserError):

@@ -156,3 +156,19 @@ def test_batch_to_and_pin_memory(corpus):
     assert moved.ids == b.ids and torch.equal(moved.waves, b.waves)
     if torch.cuda.is_available():
         assert b.pin_memory().waves.is_pinned()
+
+
+class _WorkerSignals(torch.utils.data.Dataset):
+    def __getitem__(self, indices):
+        import signal
+        return [signal.getsignal(signal.SIGTERM) == signal.SIG_DFL, signal.getsignal(signal.SIGUSR1) == signal.SIG_DFL]
+
+
+def test_workers_do_not_inherit_the_trainers_signal_handlers():
+    """A worker forked while the trainer handles SIGTERM (to checkpoint) must still die of the SIGTERM its
+    DataLoader sends it; make_loader resets the dispositions in every worker."""
+    from asr.signals import preemption_signals
+    with preemption_signals():
+        loader = make_loader(_WorkerSignals(), DurationBucketSampler([1.0, 1.0], 4.0, shuffle=False), num_workers=1)
+        assert list(loader) == [[True, True]]
+        del loader
