@@ -33,6 +33,11 @@ class CheckpointError(UserError):
     """A checkpoint is missing, corrupt or from an incompatible version; names the file."""
 
 
+class CorruptCheckpointError(CheckpointError):
+    """The file's content is not a readable checkpoint (truncated, garbage, another kind of file). Only these
+    are moved aside on resume; a checkpoint of another format version, or one the OS cannot read, is not."""
+
+
 def versions() -> dict[str, str]:
     import torchaudio
 
@@ -107,18 +112,20 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
+    except OSError as exc:  # permissions, I/O errors: the file may be fine
+        raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
     except Exception as exc:
         # torch.save writes a zip archive. For anything else torch.load's message is noise (a text file gives
         # KeyError "101", an empty or random file an EOFError with no message), so say what the file is not.
         if not zipfile.is_zipfile(path):
-            raise CheckpointError(f"cannot load checkpoint {path}: not a PyTorch checkpoint file (truncated, "
+            raise CorruptCheckpointError(f"cannot load checkpoint {path}: not a PyTorch checkpoint file (truncated, "
                                   "corrupt, or another kind of file)") from None
         if isinstance(exc, pickle.UnpicklingError):
-            raise CheckpointError(f"cannot load checkpoint {path}: it holds Python objects that safe loading "
+            raise CorruptCheckpointError(f"cannot load checkpoint {path}: it holds Python objects that safe loading "
                                   "(weights_only=True) refuses; asr checkpoints hold only tensors and plain "
                                   "containers") from None
         why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise CheckpointError(f"cannot load checkpoint {path}: a zip archive but not a readable PyTorch "
+        raise CorruptCheckpointError(f"cannot load checkpoint {path}: a zip archive but not a readable PyTorch "
                               f"checkpoint ({why})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not an asr checkpoint of format {FORMAT_VERSION}")
@@ -155,8 +162,11 @@ def corrupt_checkpoints(ckpt_dir: str | Path) -> list[Path]:
     return sorted(p for p in d.glob("step-*.pt.corrupt*")) if d.is_dir() else []
 
 
-def latest_loadable(ckpt_dir: str | Path, map_location="cpu") -> tuple[Path, dict[str, Any]] | None:
-    """Newest checkpoint that loads. Each one that does not is moved aside (`move_aside`) with one warning.
+def latest_loadable(ckpt_dir: str | Path, map_location="cpu",
+                    move_corrupt: bool = True) -> tuple[Path, dict[str, Any]] | None:
+    """Newest checkpoint that loads. Each corrupt one is moved aside (`move_aside`) with one warning (skipped
+    without moving when `move_corrupt` is false: DDP ranks other than 0); any other CheckpointError (another
+    format version, unreadable by the OS) stops the search, naming the file.
 
     Returns None only when the folder holds no checkpoint at all. When it held some and none loads, raises
     CheckpointError naming them: silently starting from step 0 would throw the run's work away.
@@ -164,9 +174,9 @@ def latest_loadable(ckpt_dir: str | Path, map_location="cpu") -> tuple[Path, dic
     for path in reversed(list_checkpoints(ckpt_dir)):
         try:
             return path, load(path, map_location)
-        except CheckpointError as exc:
-            moved = move_aside(path)
-            log.warning("%s; moved it aside to %s", exc, moved.name)
+        except CorruptCheckpointError as exc:
+            if move_corrupt:
+                log.warning("%s; moved it aside to %s", exc, move_aside(path).name)
     corrupt = corrupt_checkpoints(ckpt_dir)
     if corrupt:
         names = ", ".join(p.name for p in corrupt[-5:]) + (" ..." if len(corrupt) > 5 else "")

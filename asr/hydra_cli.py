@@ -45,10 +45,12 @@ def _describe(exc: BaseException) -> str:
     return _first_line(exc) + (f": {_first_line(cause)}" if cause is not None else "")
 
 
-def precheck(prog: str, config_name: str, schema: type, argv: list[str]) -> Optional[list[str]]:
+def precheck(prog: str, config_name: str, schema: type, argv: list[str]):
     """Compose `config_name` with the overrides in `argv` and validate it against `schema`; exit 2 with one line
-    on error. Returns the parsed overrides, or None when `argv` is not a plain run (help, info, shell
-    completion) or uses sweeps (each job of a multirun validates itself)."""
+    on error. Returns Hydra's parsed arguments, or None when `argv` is not a plain run (help, info, shell
+    completion; argparse errors are Hydra's to report, the same way). A multirun is validated on the first
+    value of each sweep; `--cfg` only composes (printing a config needs no complete one); a config found only
+    through --config-dir or hydra.searchpath is left to Hydra."""
     from hydra import compose, initialize_config_dir
     from hydra._internal.utils import get_args_parser
     from hydra.core.override_parser.overrides_parser import OverridesParser
@@ -58,7 +60,7 @@ def precheck(prog: str, config_name: str, schema: type, argv: list[str]) -> Opti
     from asr.config import config_dir, to_object
     try:
         args = get_args_parser().parse_args(argv)
-    except SystemExit:  # Hydra reports its own argument errors the same way (argparse: exit 2)
+    except SystemExit:
         return None
     if args.help or args.hydra_help or args.info or args.shell_completion or args.cfg == "hydra":
         return None
@@ -66,30 +68,49 @@ def precheck(prog: str, config_name: str, schema: type, argv: list[str]) -> Opti
         parsed = OverridesParser.create().parse_overrides(args.overrides)
     except HydraException as exc:
         fail(prog, f"cannot parse the command line: {_first_line(exc)}")
-    if any(o.is_sweep_override() for o in parsed):
-        return args.overrides
-    plain = [o.input_line for o in parsed if not o.key_or_group.startswith("hydra.") and
-             not o.key_or_group.startswith("hydra/")]
+    sweeps = [o.get_key_element() for o in parsed if o.is_sweep_override()]
+    if sweeps and not args.multirun:
+        fail(prog, f"{', '.join(sweeps)}: a list of values is a sweep; add -m (--multirun) to run one job per value")
+    if args.config_dir or any(o.get_key_element().lstrip("+").startswith("hydra.searchpath") for o in parsed):
+        return args
+    plain = [f"{o.get_key_element()}={next(iter(o.sweep_string_iterator()))}" if o.is_sweep_override()
+             else o.input_line for o in parsed if not o.get_key_element().lstrip("+").startswith(("hydra.", "hydra/"))]
     try:
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             cfg = compose(config_name=args.config_name or config_name, overrides=plain)
-        to_object(cfg, schema)
+        if not args.cfg:
+            to_object(cfg, schema)
     except UserError as exc:
         fail(prog, str(exc))
     except (HydraException, OmegaConfBaseException) as exc:
         fail(prog, _describe(exc))
-    return args.overrides
+    return args
 
 
 def _run_dir_override(overrides: list[str]) -> Optional[str]:
     """`run_dir=X` given without `hydra.run.dir=...`: Hydra must write its .hydra folder into X too."""
-    if any(o.startswith(("hydra.run.dir=", "+hydra.run.dir=", "++hydra.run.dir=")) for o in overrides):
+    if any(o.lstrip("+").startswith("hydra.run.dir=") for o in overrides):
         return None
     for o in overrides:
         key, _, value = o.lstrip("+").partition("=")
         if key == "run_dir" and value not in ("", "null"):
             return value
     return None
+
+
+def _with_run_dir(prog: str, argv: list[str], args) -> list[str]:
+    """argv with `hydra.run.dir=X` added after the other overrides when `run_dir=X` is given (Hydra's parser
+    takes the overrides as one list: flags first, then every override). A multirun gives each job its own
+    folder, so one fixed run_dir for all of them is refused (job 2 would resume job 1's checkpoints)."""
+    run_dir = _run_dir_override(args.overrides)
+    if run_dir is None:
+        return argv
+    if args.multirun:
+        fail(prog, f"run_dir={run_dir}: a multirun gives each job its own folder under hydra.sweep.dir; drop "
+                   "run_dir (one folder for every job would make each resume the one before)")
+    overrides = set(args.overrides)
+    flags = [a for a in argv[1:] if a not in overrides]
+    return [argv[0], *flags, *args.overrides, f"hydra.run.dir={run_dir}"]
 
 
 def run(prog: str, config_name: str, schema_name: str, schema: type,
@@ -101,11 +122,9 @@ def run(prog: str, config_name: str, schema_name: str, schema: type,
 
     from asr.config import config_dir
     ConfigStore.instance().store(name=schema_name, node=schema)
-    overrides = precheck(prog, config_name, schema, sys.argv[1:])
-    if overrides is not None:
-        run_dir = _run_dir_override(overrides)
-        if run_dir is not None:
-            sys.argv.insert(1, f"hydra.run.dir={run_dir}")
+    args = precheck(prog, config_name, schema, sys.argv[1:])
+    if args is not None:
+        sys.argv[:] = _with_run_dir(prog, sys.argv, args)
 
     @hydra.main(version_base="1.3", config_path=str(config_dir()), config_name=config_name)
     def _run(cfg: DictConfig) -> None:
@@ -117,11 +136,15 @@ def run(prog: str, config_name: str, schema_name: str, schema: type,
         if report is not None:
             report(result)
 
-    # Hydra reports an exception of its own (creating its output folder, say) as a filtered multi-line
-    # message and exit 1; let it raise instead, so a storage failure becomes our one line and exit 2.
+    # Hydra reports an exception of its own (creating its output folder, a multirun job's composition) as a
+    # filtered multi-line message and exit 1; let it raise instead, so it becomes our one line and exit 2.
     os.environ.setdefault("HYDRA_FULL_ERROR", "1")
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
     try:
         _run()
+    except (HydraException, OmegaConfBaseException) as exc:
+        fail(prog, _describe(exc))
     except OSError as exc:
         if exc.errno not in STORAGE_ERRNOS:
             raise

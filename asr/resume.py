@@ -2,7 +2,7 @@
 
 `trainer.resume`: "auto" takes the newest checkpoint of the run directory that loads (unreadable ones are moved
 aside; if there were checkpoints and none loads, the run stops instead of silently starting over), "never" starts
-fresh (earlier checkpoints are moved to a dated folder, not overwritten or deleted), a path resumes from that
+fresh (the earlier run's records are moved to a dated folder, not overwritten or deleted), a path resumes from that
 file. Changes to the configuration are printed key by key; a change that alters the network's shape or what its
 inputs mean (`model.*` except dropout and the label, `features.*`) is refused in one line.
 """
@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any, Optional
 
 from asr import checkpoint as ckpt_io
+from asr import distributed as dist_utils
 from asr.checkpoint import CheckpointError
 from asr.config import to_container
 from asr.runtime import Components
@@ -54,30 +55,54 @@ def refuse_shape_changes(path: Path, changes: dict[str, tuple[Any, Any]]) -> Non
             f"those settings, or start a new run with trainer.resume=never or another run_dir")
 
 
-def move_old_checkpoints_aside(ckpt_dir: Path) -> Optional[Path]:
-    """trainer.resume=never in a run directory that has checkpoints: keep them, in checkpoints-before-<time>/,
-    so the new run neither resumes from them nor prunes its own fresh checkpoints in their favour."""
-    if not (ckpt_io.list_checkpoints(ckpt_dir) or ckpt_io.corrupt_checkpoints(ckpt_dir)
-            or (ckpt_dir / "best.pt").exists()):
+# What a run writes besides train.log (a chronological log that simply goes on): moved aside by resume=never.
+RUN_RECORDS = ("checkpoints", "tb", "metrics.jsonl", "summary.json")
+
+
+def move_earlier_run_aside(run_dir: Path) -> Optional[Path]:
+    """trainer.resume=never in a run directory that holds an earlier run: keep its checkpoints, TensorBoard
+    events, metrics.jsonl and summary.json in previous-<time>/, so the new run neither resumes from them, nor
+    prunes its own fresh checkpoints in their favour, nor mixes its curves with theirs."""
+    present = [run_dir / name for name in RUN_RECORDS if (run_dir / name).exists()]
+    if not present:
         return None
-    target = ckpt_dir.with_name(f"{ckpt_dir.name}-before-{time.strftime('%Y%m%d-%H%M%S')}")
+    target = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}"
     n = 1
     while target.exists():
         n += 1
-        target = target.with_name(f"{target.name.rsplit('.', 1)[0]}.{n}")
-    os.replace(ckpt_dir, target)
-    log.warning("trainer.resume=never: the earlier checkpoints of this run directory were moved to %s", target)
+        target = run_dir / f"previous-{time.strftime('%Y%m%d-%H%M%S')}.{n}"
+    target.mkdir()
+    for p in present:
+        os.replace(p, target / p.name)
+    log.warning("trainer.resume=never: the earlier run's records in %s were moved to %s", run_dir, target)
     return target
 
 
-def find(mode: str, ckpt_dir: Path) -> Optional[tuple[Path, dict[str, Any]]]:
-    """(path, checkpoint) to resume from for `trainer.resume=mode`, or None to start fresh."""
+def find(mode: str, run_dir: Path, is_main: bool = True) -> Optional[tuple[Path, dict[str, Any]]]:
+    """(path, checkpoint) to resume from for `trainer.resume=mode`, or None to start fresh. Only the main
+    rank moves files (earlier runs, corrupt checkpoints); other ranks look after it did (see `_find_all_ranks`)."""
     if mode == "never":
-        move_old_checkpoints_aside(ckpt_dir)
+        if is_main:
+            move_earlier_run_aside(run_dir)
         return None
     if mode == "auto":
-        return ckpt_io.latest_loadable(ckpt_dir)
+        return ckpt_io.latest_loadable(run_dir / "checkpoints", move_corrupt=is_main)
     return Path(mode), ckpt_io.load(mode)
+
+
+def _find_all_ranks(run: Components) -> Optional[tuple[Path, dict[str, Any]]]:
+    """`find` on rank 0 first (it may move files), then on the other ranks; an error on any rank stops all of
+    them (a rank left waiting at a collective would hang the job)."""
+    mode, is_main = run.cfg.trainer.resume, run.dist.is_main
+    found, error = None, None
+    if is_main:
+        try:
+            found = find(mode, run.run_dir, is_main=True)
+        except CheckpointError as exc:
+            error = exc
+    if dist_utils.any_rank(error is not None, run.device):  # also the barrier before the others look
+        raise error or CheckpointError("rank 0 could not choose a checkpoint to resume from; see its error")
+    return found if is_main else find(mode, run.run_dir, is_main=False)
 
 
 def report_changes(path: Path, saved_config: dict, config_now: dict) -> dict[str, tuple[Any, Any]]:
@@ -118,7 +143,7 @@ def save(run: Components, state: TrainState, best: bool = False) -> Optional[Pat
 
 def load_checkpoint_if_available(run: Components, state: TrainState) -> TrainState:
     """`trainer.resume`: auto (newest loadable checkpoint in the run dir), never, or an explicit path."""
-    found = find(run.cfg.trainer.resume, run.run_dir / "checkpoints")
+    found = _find_all_ranks(run)
     if found is None:
         return state
     path, blob = found

@@ -73,21 +73,34 @@ def resolve_run_dir(cfg: TrainConfig) -> Path:
     return path
 
 
-def setup_logging(run_dir: Path, is_main: bool) -> None:
-    """Console + run_dir/train.log on rank 0 (Hydra already configures both when it launched us)."""
+@contextmanager
+def run_logging(run_dir: Path, is_main: bool) -> Iterator[None]:
+    """Console + run_dir/train.log on rank 0 for the block (Hydra already configures both when it launched us);
+    the handlers added here are removed and closed at the end, so a later run in the same process (tests, a
+    notebook) does not also write into this run's log."""
     root = logging.getLogger()
+    level, added = root.level, []
     if not is_main:
         root.setLevel(logging.WARNING)
-        return
-    root.setLevel(logging.INFO)
-    target = str((run_dir / "train.log").resolve())
-    if not any(isinstance(h, logging.FileHandler) and h.baseFilename == target for h in root.handlers):
-        fh = logging.FileHandler(target)
-        fh.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
-        root.addHandler(fh)
-    if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
-               for h in root.handlers):
-        root.addHandler(logging.StreamHandler(sys.stderr))
+    else:
+        root.setLevel(logging.INFO)
+        target = str((run_dir / "train.log").resolve())
+        if not any(isinstance(h, logging.FileHandler) and h.baseFilename == target for h in root.handlers):
+            fh = logging.FileHandler(target)
+            fh.setFormatter(logging.Formatter("[%(asctime)s][%(name)s][%(levelname)s] - %(message)s"))
+            added.append(fh)
+        if not any(isinstance(h, logging.StreamHandler) and not isinstance(h, logging.FileHandler)
+                   for h in root.handlers):
+            added.append(logging.StreamHandler(sys.stderr))
+        for h in added:
+            root.addHandler(h)
+    try:
+        yield
+    finally:
+        for h in added:
+            root.removeHandler(h)
+            h.close()
+        root.setLevel(level)
 
 
 def remove_stale_temp_files(folder: Path) -> int:

@@ -82,14 +82,14 @@ class RunLog:
 
     def batch(self, r: StepResult, data_wait_s: float) -> None:
         self.window.add(r, data_wait_s)
+        if r.zeroed:
+            log.warning("%d utterance(s) of a batch had an infinite CTC loss and were zeroed", r.zeroed)
 
     def step(self, state: TrainState, r: StepResult, lr: float) -> None:
         """After an optimizer step: the metrics.jsonl line (the exact-resume test compares these), warnings for
         zeroed utterances, and the window's scalars every `log_every` steps (a collective: all ranks call it)."""
         if r.grad_norm is not None:
             self.last_grad_norm = r.grad_norm
-        if r.zeroed:
-            log.warning("step %d: %d utterance(s) had an infinite CTC loss and were zeroed", state.step, r.zeroed)
         if self._metrics is not None:
             self._metrics.write(json.dumps({"step": state.step, "epoch": state.epoch, "loss": r.loss, "lr": lr,
                                             "grad_norm": r.grad_norm, "skipped": r.skipped}) + "\n")

@@ -44,4 +44,5 @@ def preemption_signals() -> Iterator[StopRequest]:
         yield stop
     finally:
         for sig, old in previous.items():
-            signal.signal(sig, old)
+            # None: the previous handler was not installed from Python (faulthandler, say); the default then.
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)

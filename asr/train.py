@@ -49,7 +49,7 @@ def train_one_epoch(run: Components, state: TrainState, runlog: Optional[RunLog]
     bar = tqdm(total=len(run.train_sampler), initial=state.batches_in_epoch, desc=f"epoch {state.epoch}",
                disable=not (trainer.progress and run.dist.is_main), dynamic_ncols=True, leave=False)
     consecutive_bad = 0
-    waited_since = runlog.window.started
+    waited_since = time.perf_counter()
     for batch in run.train_loader:
         run.bad_data.update(batch)
         if len(batch) == 0:  # every utterance of the batch was unreadable (counted by bad_data)
@@ -64,9 +64,9 @@ def train_one_epoch(run: Components, state: TrainState, runlog: Optional[RunLog]
         state.batches_in_epoch += 1
         budget.tick(state)
         runlog.batch(result, data_wait)
+        state.zeroed_utterances += result.zeroed  # every batch's, accumulated or not
         if result.updated:
             state.step += 1
-            state.zeroed_utterances += result.zeroed
             consecutive_bad = consecutive_bad + 1 if result.skipped else 0
             state.skipped_steps += result.skipped
             if consecutive_bad >= trainer.max_bad_steps:
@@ -79,7 +79,7 @@ def train_one_epoch(run: Components, state: TrainState, runlog: Optional[RunLog]
             if trainer.checkpoint_every_steps and state.step % trainer.checkpoint_every_steps == 0:
                 save(run, state)
             if trainer.val_every_steps and state.step % trainer.val_every_steps == 0:
-                validate_and_save(run, state, runlog.writer)
+                validate_and_save(run, state, runlog.writer, budget)
                 run.model.train()
             reason = _stop_reason(run, state, budget, stop)
             if reason:
@@ -104,9 +104,9 @@ def _stop_reason(run: Components, state: TrainState, budget: Budget, stop: Optio
 def main(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
     """Train to completion (or budget / signal). Returns the final metrics; callable from tests.
 
-    Holds the run directory's lock (rank 0) and the SIGTERM/SIGUSR1 handlers for the run only; a full disk
-    or a read-only run directory is a one-line UserError naming the path (the checkpoints already written stay
-    intact: every write is atomic)."""
+    Holds the run directory's lock (rank 0), and the SIGTERM/SIGUSR1 handlers for the training loop only; a full
+    disk or a read-only run directory is a one-line UserError naming the path (the checkpoints already written
+    stay intact: every write is atomic)."""
     cfg = to_object(cfg, TrainConfig)
     try:
         run_dir = rundir.resolve_run_dir(cfg)
@@ -114,8 +114,7 @@ def main(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
             if dist_utils.launched_rank() == 0:
                 scope.enter_context(rundir.exclusive(run_dir))
                 rundir.remove_stale_temp_files(run_dir / "checkpoints")
-            stop = scope.enter_context(preemption_signals())
-            return _train(cfg, run_dir, stop)
+            return _train(cfg, run_dir)
     except OSError as exc:
         if exc.errno not in hydra_cli.STORAGE_ERRNOS:
             raise
@@ -126,38 +125,49 @@ def main(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
         dist_utils.teardown()
 
 
-def _train(cfg: TrainConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
+def _train(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
     """Build, resume, run epochs until done, budget or signal; write summary.json. Returns the summary."""
     run = build(cfg, run_dir)
-    rundir.setup_logging(run_dir, run.dist.is_main)
-    state = load_checkpoint_if_available(run, TrainState())
-    if run.dist.is_main:
-        log.info("model: %s", run.raw_model.describe())
-        log.info("run dir: %s; %d training utterances (%.2f h), %d batches/epoch/rank", run_dir,
-                 len(run.train_dataset.utts), run.train_hours, len(run.train_sampler))
-    budget = Budget(cfg.trainer.max_minutes * 60 if cfg.trainer.max_minutes else None, carried=state.elapsed_s)
-    reason = "epoch"
-    with RunLog(run_dir, run.device, cfg.trainer.log_every, enabled=run.dist.is_main) as runlog:
-        while state.epoch < cfg.trainer.max_epochs:
-            reason = train_one_epoch(run, state, runlog, budget, stop)
-            if reason == "signal":
-                save(run, state)
-                log.warning("checkpoint written at step %d; exiting with status %d", state.step, EXIT_PREEMPTED)
-                raise SystemExit(EXIT_PREEMPTED)
-            if reason != "epoch":
-                validate_and_save(run, state, runlog.writer)
-                break
-            state.start_next_epoch()
-            if state.epoch % cfg.trainer.val_every_epochs == 0 or state.epoch == cfg.trainer.max_epochs:
-                validate_and_save(run, state, runlog.writer)
-            else:
-                save(run, state)
-        _write_hparams(cfg, state, runlog)
+    with rundir.run_logging(run_dir, run.dist.is_main):
+        state = load_checkpoint_if_available(run, TrainState())
+        if run.dist.is_main:
+            log.info("model: %s", run.raw_model.describe())
+            log.info("run dir: %s; %d training utterances (%.2f h), %d batches/epoch/rank", run_dir,
+                     len(run.train_dataset.utts), run.train_hours, len(run.train_sampler))
+        budget = Budget(cfg.trainer.max_minutes * 60 if cfg.trainer.max_minutes else None, carried=state.elapsed_s)
+        with preemption_signals() as stop, RunLog(run_dir, run.device, cfg.trainer.log_every,
+                                                    enabled=run.dist.is_main) as runlog:
+            reason = _run_epochs(run, state, runlog, budget, stop)
+            _write_hparams(cfg, state, runlog)
     summary = {"run_dir": str(run_dir), "steps": state.step, "epochs": state.epoch, "stopped_by": reason,
                "best_wer": state.best_wer, "skipped_steps": state.skipped_steps, "history": state.history}
     if run.dist.is_main:
         (run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     return summary
+
+
+def _run_epochs(run: Components, state: TrainState, runlog: RunLog, budget: Budget, stop: StopRequest) -> str:
+    """Epochs until trainer.max_epochs, a stop (steps, time: validate and checkpoint) or a signal (checkpoint,
+    exit 143). Returns why it ended."""
+    cfg = run.cfg
+    reason = "epoch"
+    while state.epoch < cfg.trainer.max_epochs:
+        reason = train_one_epoch(run, state, runlog, budget, stop)
+        if reason == "signal":
+            budget.tick(state)
+            save(run, state)
+            log.warning("checkpoint written at step %d; exiting with status %d", state.step, EXIT_PREEMPTED)
+            raise SystemExit(EXIT_PREEMPTED)
+        if reason != "epoch":
+            validate_and_save(run, state, runlog.writer, budget)
+            break
+        state.start_next_epoch()
+        if state.epoch % cfg.trainer.val_every_epochs == 0 or state.epoch == cfg.trainer.max_epochs:
+            validate_and_save(run, state, runlog.writer, budget)
+        else:
+            budget.tick(state)
+            save(run, state)
+    return reason
 
 
 def _write_hparams(cfg: TrainConfig, state: TrainState, runlog: RunLog) -> None:

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import astuple, dataclass
-from typing import Iterator
+from typing import Iterator, Optional
 
 import torch
 from tqdm import tqdm
@@ -21,7 +21,7 @@ from asr.forward import forward
 from asr.lengths import lengths_to_mask
 from asr.metrics import score
 from asr.runtime import Components
-from asr.state import TrainState
+from asr.state import Budget, TrainState
 
 log = logging.getLogger("asr.train")
 
@@ -105,14 +105,18 @@ def _images(run: Components, split: str, dataset, writer, step: int) -> None:
                             out.log_probs[i, : out.out_lengths[i]], run.tokenizer.vocab, step, uid)
 
 
-def validate_and_save(run: Components, state: TrainState, writer) -> dict[str, dict[str, float]]:
+def validate_and_save(run: Components, state: TrainState, writer,
+                      budget: Optional[Budget] = None) -> dict[str, dict[str, float]]:
     """Validate, record the result in the history, checkpoint (and best.pt when the mean dev WER improved).
     A step already validated (a step-based validation that fell on an epoch end or the last step) is only
-    checkpointed again, so the history holds each step once."""
+    checkpointed again, so the history holds each step once. `budget` is ticked before the checkpoint, so the
+    time validation took is part of the elapsed time a resumed run carries on from."""
     if state.history and state.history[-1]["step"] == state.step:
         resume.save(run, state)
         return {k: v for k, v in state.history[-1].items() if isinstance(v, dict)}
     results = validate(run, state, writer)
+    if budget is not None:
+        budget.tick(state)
     mean_wer = sum(r["wer_greedy"] for r in results.values()) / max(len(results), 1)
     state.history.append({"step": state.step, "epoch": state.epoch, **results})
     improved = mean_wer < state.best_wer

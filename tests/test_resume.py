@@ -55,8 +55,11 @@ def test_all_checkpoints_unreadable_stops_instead_of_restarting(tmp_path, tiny_c
     assert summary["steps"] == 4
     assert {"step-00000002.pt", "step-00000004.pt"} <= set(_ckpts(run)) and max(_ckpts(run)) == "step-00000004.pt"
     assert (run / "checkpoints" / "best.pt").is_file()
-    kept = list(run.glob("checkpoints-before-*"))
-    assert len(kept) == 1 and len(list(kept[0].glob("*.corrupt"))) == len(written)
+    kept = list(run.glob("previous-*"))
+    assert len(kept) == 1 and len(list((kept[0] / "checkpoints").glob("*.corrupt"))) == len(written)
+    assert (kept[0] / "metrics.jsonl").is_file() and (kept[0] / "tb").is_dir()  # the earlier run's curves too
+    steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4]  # the new run's own records only
 
 
 def test_a_corrupt_newest_checkpoint_is_moved_aside_and_pruning_still_works(tmp_path, tiny_corpus, caplog):
@@ -72,6 +75,17 @@ def test_a_corrupt_newest_checkpoint_is_moved_aside_and_pruning_still_works(tmp_
     kept = _ckpts(run)  # the two newest are kept, not the higher-numbered corrupt one
     assert len(kept) == 2 and kept[-1] == "step-00000010.pt" and kept[0] > "step-00000006.pt"
     assert (run / "checkpoints" / "step-00000006.pt.corrupt").read_bytes() == b"garbage"
+
+
+def test_a_checkpoint_of_another_format_is_named_not_moved_aside(tmp_path, tiny_corpus):
+    run = tmp_path / "run"
+    main(_cfg(tiny_corpus, run, **FAST, **{"trainer.max_steps": 2}))
+    path = ckpt_io.step_path(run / "checkpoints", 2)
+    blob = ckpt_io.load(path)
+    ckpt_io.save_atomic({**blob, "format_version": ckpt_io.FORMAT_VERSION + 1}, path)
+    with pytest.raises(CheckpointError, match=r"step-00000002\.pt is not an asr checkpoint of format"):
+        main(_cfg(tiny_corpus, run, **FAST, **{"trainer.max_steps": 4}))
+    assert path.is_file() and not ckpt_io.corrupt_checkpoints(run / "checkpoints")
 
 
 def test_resume_reports_changed_keys_and_refuses_a_model_change(tmp_path, tiny_corpus, caplog):

@@ -56,3 +56,18 @@ def test_stale_temp_files_are_removed(tmp_path):
     assert rundir.remove_stale_temp_files(tmp_path) == 1
     assert sorted(p.name for p in tmp_path.iterdir()) == ["notes.tmp", "step-00000002.pt"]
     assert rundir.remove_stale_temp_files(tmp_path / "missing") == 0
+
+
+def test_run_logging_leaves_no_handler_behind(tmp_path):
+    import logging
+    log = logging.getLogger("asr.train")
+    before = list(logging.getLogger().handlers)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    with rundir.run_logging(tmp_path / "a", is_main=True):
+        log.info("first run")
+    with rundir.run_logging(tmp_path / "b", is_main=True):
+        log.info("second run")
+    assert logging.getLogger().handlers == before
+    assert "first run" in (tmp_path / "a" / "train.log").read_text()
+    assert "second run" not in (tmp_path / "a" / "train.log").read_text()

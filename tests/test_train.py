@@ -208,6 +208,21 @@ def test_cli_config_error_is_one_line_exit_2(tmp_path, tiny_corpus, bad, expecte
     assert not (tmp_path / "run").exists()
 
 
+def test_cli_flags_before_overrides_and_sweeps(tmp_path, tiny_corpus):
+    """run_dir= moves Hydra's folder whatever the order of flags and overrides; a sweep needs -m; a multirun with
+    one fixed run_dir is refused (each job would resume the one before)."""
+    args = tiny_train_overrides(tiny_corpus, tmp_path / "run")
+    p = _cli(["--cfg", "job", *args])
+    out = p.stdout.read()
+    assert p.wait(timeout=120) == 0 and f"run_dir: {tmp_path / 'run'}" in out, out
+    for extra, expected in ((["optim.lr=1e-3,2e-3"], "optim.lr: a list of values is a sweep; add -m"),
+                            (["-m", "optim.lr=1e-3,2e-3"], "a multirun gives each job its own folder")):
+        p = _cli([*extra, *args])
+        out = p.stdout.read()
+        assert p.wait(timeout=120) == 2 and out.count("\n") == 1 and expected in out, out
+    assert not (tmp_path / "run").exists()
+
+
 def test_signal_handlers_are_scoped_to_the_run(tmp_path, tiny_corpus):
     """main() installs SIGTERM/SIGUSR1 handlers for the run only and restores them, also when it fails."""
     from asr.errors import UserError

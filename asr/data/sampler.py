@@ -18,18 +18,19 @@ different few are dropped each time; with ``world_size == 1`` nothing is dropped
 
 Resuming mid-epoch
 ------------------
-The training loop counts the batches it has *consumed* (finished training on) from the current pass over the
-sampler and saves ``sampler.state_dict(consumed=k)``. A DataLoader with workers pulls indices from the sampler
-ahead of the loop (``prefetch_factor * num_workers`` batches), so the sampler's own count of yielded batches
-overshoots; ``consumed`` makes the saved position exact. ``k`` is counted from the start of the current pass,
-even when that pass itself began at a restored position: the sampler adds its own offset. So the loop is just::
+A DataLoader with workers pulls indices from the sampler ahead of the loop (``prefetch_factor * num_workers``
+batches), so the sampler's own count of yielded batches overshoots what was trained on. The trainer therefore
+counts the batches it has *consumed* in the epoch itself (``TrainState.batches_in_epoch``) and saves
+``sampler.state_at(epoch, consumed)``. (``state_dict(consumed=k)``, with ``k`` counted from the start of the
+current pass, gives the same for a caller that counts per pass.) So the loop is just::
 
     sampler.load_state_dict(saved)          # on resume (all ranks may load rank 0's state: positions agree)
     sampler.set_epoch(epoch)                # same epoch as saved -> keeps the restored position
-    for k, batch in enumerate(loader, 1):   # yields only the batches not yet consumed
-        ...train...
-        saved = sampler.state_dict(consumed=k)
+    for batch in loader:                    # yields only the batches not yet consumed
+        ...train...; consumed += 1
+        saved = sampler.state_at(epoch, consumed)
 
+A pass begins at its first ``next()``, not at ``iter()`` (torch's multi-worker DataLoader calls ``iter()`` twice).
 ``set_epoch`` with a *different* epoch resets the position to 0; once a pass is exhausted, ``state_dict()``
 reports position 0 again (the next pass starts a fresh run of the epoch unless ``set_epoch`` moves on).
 """
