@@ -39,7 +39,10 @@ log = logging.getLogger("asr.train")
 def train_one_epoch(run: Components, state: TrainState, runlog: Optional[RunLog] = None,
                     budget: Optional[Budget] = None, stop: Optional[StopRequest] = None) -> str:
     """One pass over this rank's batches (from the resume position). Returns why it ended:
-    "epoch", "max_steps", "time" or "signal" (`stop.requested`, set by SIGTERM/SIGUSR1)."""
+    "epoch", "max_steps", "time" or "signal" (`stop.requested`, set by SIGTERM/SIGUSR1).
+
+    The loop on one screen (icefall's train_one_epoch): the step, accounting, logging, checkpoints and the
+    stop rules in the order they happen, rather than spread over helpers."""
     cfg, trainer = run.cfg, run.cfg.trainer
     runlog = runlog or disabled(run.device)
     budget = budget or Budget(None, carried=state.elapsed_s)

@@ -181,7 +181,10 @@ def check_utterances(utts: Sequence[Utterance], manifest: str = "<utterances>", 
                      max_duration: float = 20.0, max_batch_seconds: float = 120.0, num_buckets: int = 10,
                      jobs: int | None = None, progress: bool = False,
                      tokenizer: CharTokenizer | None = None) -> Report:
-    """Run every check on already-parsed utterances (the trainer calls this on its merged manifests)."""
+    """Run every check on already-parsed utterances (the trainer calls this on its merged manifests).
+
+    Longer than most functions on purpose: one pass in manifest order, so each file is probed once and the
+    findings keep that order; the per-file work is in `_check_audio` and `_check_text`."""
     strides = strides_for(subsampling)
     tok = tokenizer or CharTokenizer()
     hop = hop_length or FeatureConfig(sample_rate=sample_rate).hop_length

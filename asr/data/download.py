@@ -89,6 +89,9 @@ def _total_from_content_range(value: str | None) -> tuple[int | None, int | None
 def _fetch_once(url: str, part: Path, timeout: float, progress: bool) -> bool:
     """One HTTP attempt that appends to (or restarts) `part`. Returns True when the body was complete.
 
+    Kept whole (a little over 50 lines): the Range request, the server's answer to it (206, 200 or 416) and the
+    append-or-restart decision are one protocol step, easier to check read together.
+
     Raises urllib/http/socket errors for the caller's retry loop, DownloadError for permanent failures.
     """
     offset = part.stat().st_size if part.exists() else 0
