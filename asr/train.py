@@ -75,10 +75,12 @@ def train_one_epoch(run: Components, state: TrainState, runlog: Optional[RunLog]
             if consecutive_bad >= trainer.max_bad_steps:
                 raise UserError(f"{consecutive_bad} consecutive steps had a non-finite loss or gradient; lower "
                                 f"optim.lr, check the data with `asr-data doctor`, or raise trainer.max_bad_steps")
-            runlog.step(state, result, run.optimizer.param_groups[0]["lr"])
-            bar.update(1)
+            # The postfix before runlog.step, which may start a new window (utt_s would read 0); refresh=False
+            # so the bar keeps to its redraw interval (TQDM_MININTERVAL: 30 s when logged to a file).
             bar.set_postfix(loss=f"{result.loss:.3f}", lr=f"{run.optimizer.param_groups[0]['lr']:.2e}",
-                            utt_s=f"{runlog.window.utterances_per_s():.1f}")
+                            utt_s=f"{runlog.window.utterances_per_s():.1f}", refresh=False)
+            bar.update(1)
+            runlog.step(state, result, run.optimizer.param_groups[0]["lr"])
             if trainer.checkpoint_every_steps and state.step % trainer.checkpoint_every_steps == 0:
                 save(run, state)
             if trainer.val_every_steps and state.step % trainer.val_every_steps == 0:

@@ -51,7 +51,7 @@ def _build_parser() -> argparse.ArgumentParser:
     s.add_argument("--root", type=Path, default=Path("data/synthetic"))
     s.add_argument("--minutes", type=float, default=None, help="override the preset's amount of training audio")
     s.add_argument("--seed", type=int, default=None, help="override the preset's seed")
-    s.add_argument("--jobs", type=int, default=None, help="worker processes (default: all cores)")
+    s.add_argument("--jobs", type=int, default=None, help="parallel TTS jobs (default: all cores)")
     s.add_argument("--force", action="store_true",
                    help="replace a corpus in ROOT made with another preset, seed or --minutes")
 

@@ -188,7 +188,7 @@ def _build(root: Path, p: Preset, key: dict, engines: dict, n_jobs: int, progres
     _write_json(root / "corpus.json", meta)
     hours = sum(s["hours"] for s in meta["splits"].values())
     print(f"synthesized {len(everything)} utterances ({hours:.2f} h) in {elapsed:.0f} s with {n_jobs} "
-          f"process(es) into {root}", file=sys.stderr)
+          f"thread(s) into {root}", file=sys.stderr)
     return meta
 
 
@@ -209,10 +209,10 @@ def generate(preset: str, root: str | Path, minutes: float | None = None, seed: 
              jobs: int | None = None, progress: bool = True, force: bool = False) -> dict[str, Path]:
     """Generate (or find already generated) the corpus under ROOT; returns {split: manifest path}.
 
-    `minutes` overrides the preset's amount of training audio, `seed` its seed; `jobs` worker processes
-    (default: all cores). Skips the work if ROOT/corpus.json matches (preset, seed, minutes, version). A
-    complete corpus made with other settings is a UserError unless `force`, which replaces it; an interrupted
-    build (no corpus.json) is always redone.
+    `minutes` overrides the preset's amount of training audio, `seed` its seed; `jobs` worker threads, each
+    running one TTS process at a time (default: all cores). Skips the work if ROOT/corpus.json matches (preset,
+    seed, minutes, version). A complete corpus made with other settings is a UserError unless `force`, which
+    replaces it; an interrupted build (no corpus.json) is always redone.
     """
     if preset not in PRESETS:
         raise UserError(f"unknown synthetic corpus preset {preset!r}; choose one of {', '.join(PRESETS)}")
