@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from asr.errors import UserError
+from asr.errors import UserError, message_line
 from asr.fileio import atomic_write
 
 log = logging.getLogger(__name__)
@@ -124,7 +124,7 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
             raise CorruptCheckpointError(f"cannot load checkpoint {path}: it holds Python objects that safe loading "
                                   "(weights_only=True) refuses; asr checkpoints hold only tensors and plain "
                                   "containers") from None
-        why = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        why = message_line(exc)
         raise CorruptCheckpointError(f"cannot load checkpoint {path}: a zip archive but not a readable PyTorch "
                               f"checkpoint ({why})") from None
     if not isinstance(ckpt, dict) or ckpt.get("format_version") != FORMAT_VERSION:

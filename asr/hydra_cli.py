@@ -15,7 +15,7 @@ from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig
 
-from asr.errors import UserError
+from asr.errors import UserError, message_line
 
 EXIT_USAGE = 2  # what argparse and our CLIs return for a usage error
 # Storage failures of the user's environment: full disk or quota, read-only or forbidden folder.
@@ -28,21 +28,16 @@ def fail(prog: str, message: str) -> None:
     sys.exit(EXIT_USAGE)
 
 
-def _first_line(exc: BaseException) -> str:
-    lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
-    return lines[0] if lines else type(exc).__name__
-
-
 def _describe(exc: BaseException) -> str:
     """One line from a Hydra/OmegaConf composition error: the key, the cause, and the legal choices of a config
     group. Hydra's own advice to add '+' is left out: a '+' key must exist in the schema too."""
     from hydra.errors import MissingConfigException
     cause = exc.__cause__
     if cause is not None and getattr(cause, "full_key", None):
-        return f"{cause.full_key}: {_first_line(cause)}"
+        return f"{cause.full_key}: {message_line(cause)}"
     if isinstance(exc, MissingConfigException) and getattr(exc, "options", None):
-        return f"{_first_line(exc)}; choose one of: {', '.join(exc.options)}"
-    return _first_line(exc) + (f": {_first_line(cause)}" if cause is not None else "")
+        return f"{message_line(exc)}; choose one of: {', '.join(exc.options)}"
+    return message_line(exc) + (f": {message_line(cause)}" if cause is not None else "")
 
 
 def precheck(prog: str, config_name: str, schema: type, argv: list[str]):
@@ -67,7 +62,7 @@ def precheck(prog: str, config_name: str, schema: type, argv: list[str]):
     try:
         parsed = OverridesParser.create().parse_overrides(args.overrides)
     except HydraException as exc:
-        fail(prog, f"cannot parse the command line: {_first_line(exc)}")
+        fail(prog, f"cannot parse the command line: {message_line(exc)}")
     sweeps = [o.get_key_element() for o in parsed if o.is_sweep_override()]
     if sweeps and not args.multirun:
         fail(prog, f"{', '.join(sweeps)}: a list of values is a sweep; add -m (--multirun) to run one job per value")

@@ -24,6 +24,7 @@ from asr.data.manifest import Utterance
 from asr.data.sampler import DurationBucketSampler
 from asr.decoding.greedy import greedy_decode
 from asr.device import pick_device
+from asr.errors import message_line
 from asr.features import LogMel
 from asr.forward import forward
 from asr.model import AcousticModel
@@ -113,7 +114,7 @@ def load_model(path_or_run_dir: str | Path, device: str | torch.device = "cpu", 
         model.load_state_dict(state)
     except RuntimeError as exc:
         raise ckpt_io.CheckpointError(f"{path}: weights do not fit the model its config describes: "
-                                      f"{str(exc).splitlines()[0]}") from None
+                                      f"{message_line(exc, last=True)}") from None
     run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
     return LoadedModel(model=model.to(dev).eval(), featurizer=LogMel(cfg.features).to(dev).eval(),
                        tokenizer=tokenizer, config=cfg, device=dev, path=path, step=step, run_dir=run_dir,

@@ -19,6 +19,7 @@ from asr import checkpoint as ckpt_io
 from asr import distributed as dist_utils
 from asr.checkpoint import CheckpointError
 from asr.config import to_container
+from asr.errors import message_line
 from asr.runtime import Components
 from asr.state import TrainState
 
@@ -151,9 +152,8 @@ def load_checkpoint_if_available(run: Components, state: TrainState) -> TrainSta
     try:
         run.raw_model.load_state_dict(blob["model"])
     except RuntimeError as exc:  # same settings, different network: a checkpoint of another code version
-        lines = [ln.strip() for ln in str(exc).splitlines() if ln.strip()]
         raise CheckpointError(f"cannot resume from {path}: its weights do not fit this model "
-                              f"({lines[-1] if lines else exc}); start a new run with trainer.resume=never or "
+                              f"({message_line(exc, last=True)}); start a new run with trainer.resume=never or "
                               "another run_dir") from None
     run.optimizer.load_state_dict(blob["optimizer"])
     run.scaler.load_state_dict(blob["scaler"])

@@ -12,7 +12,7 @@ from typing import Any, Optional, get_type_hints
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from asr.errors import UserError
+from asr.errors import UserError, message_line
 
 
 class ConfigError(UserError, ValueError):
@@ -75,7 +75,7 @@ def to_object(cfg: Any, schema: type) -> Any:
         return OmegaConf.to_object(merged)
     except OmegaConfBaseException as exc:
         key = getattr(exc, "full_key", None) or _offending_key(cfg, schema)
-        msg = str(exc).splitlines()[0]
+        msg = message_line(exc)
         raise ConfigError(f"{key}: {msg}" if key else msg) from None
 
 
