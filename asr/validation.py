@@ -118,7 +118,8 @@ def validate_and_save(run: Components, state: TrainState, writer,
     if budget is not None:
         budget.tick(state)
     mean_wer = sum(r["wer_greedy"] for r in results.values()) / max(len(results), 1)
-    state.history.append({"step": state.step, "epoch": state.epoch, **results})
+    state.history.append({"step": state.step, "epoch": state.epoch, "elapsed_s": round(state.elapsed_s, 1),
+                          **results})
     improved = mean_wer < state.best_wer
     if improved:
         state.best_wer = mean_wer

@@ -11,7 +11,8 @@ TRAIN_MINUTES="${TRAIN_MINUTES:-14}"
 # bf16 autocast ran the LSTMs ~1.3x faster here (a CPU with AVX512-BF16/AMX); without native bf16, stay in fp32.
 PRECISION=fp32
 grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && PRECISION=bf16
-RUN=runs/demo
+RUN="${RUN:-runs/demo}"
+SEED="${SEED:-1}"  # model init, batch order and augmentation (scripts/bench_accuracy.py runs several)
 start=$(date +%s)
 
 echo "== 1/5 built-in corpus"
@@ -23,7 +24,8 @@ asr-data doctor data/synthetic/manifests/{train,dev,test}.jsonl --subsampling 4 
   --plot "data/synthetic/durations.png" || [ $? -eq 1 ]
 
 echo "== 3/5 train (budget ${TRAIN_MINUTES} min, $PRECISION)"
-asr-train run_dir="$RUN" trainer.max_minutes="$TRAIN_MINUTES" trainer.precision="$PRECISION" trainer.val_every_epochs=2
+asr-train run_dir="$RUN" trainer.max_minutes="$TRAIN_MINUTES" trainer.precision="$PRECISION" trainer.seed="$SEED" \
+  trainer.val_every_epochs=2
 
 echo "== 4/5 language model (training transcripts only)"
 mkdir -p data/lm

@@ -1,0 +1,41 @@
+"""scripts/bench_accuracy.py: the peer's result file is read into our record format, and the table and plot are
+written from records (the training runs themselves are the benchmark, not a test)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def load_bench():
+    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "scripts" / "bench_accuracy.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_peer_record_table_and_plot(tmp_path):
+    bench = load_bench()
+    peer_dir = tmp_path / "peer_s3"
+    peer_dir.mkdir()
+    (peer_dir / "result.json").write_text(json.dumps({
+        "optimizer_steps": 900, "epochs_completed": 2.5, "train_wall_s": 300.0, "param_count": 5_000_000,
+        "dev_history": [{"epoch": 1, "elapsed_s": 150.0, "dev_WER": 90.0, "dev_CER": 40.0},
+                        {"epoch": 2, "elapsed_s": 290.0, "dev_WER": 80.5, "dev_CER": 30.0}],
+        "tests": {"test": {"WER": 79.25, "CER": 29.5, "utts": 10}}}))
+    peer = bench.peer(3, None, tmp_path, "fp32")  # a finished run is read, not re-run
+    assert peer["steps"] == 900 and peer["test"] == {"greedy": {"wer": 79.25, "cer": 29.5}}
+    assert [p["wer"] for p in peer["curve"]] == [90.0, 80.5]
+    ours = {"trainer": "ours", "seed": 3, "finished": "2026-12-01 00:00 UTC", "steps": 2000, "epochs": 7,
+            "curve": [{"elapsed_s": 200.0, "wer": 70.0, "cer": 22.0}],
+            "test": {"greedy": {"wer": 60.0, "cer": 19.0}, "beam": {"wer": 59.0, "cer": 18.5},
+                     "beam_lm": {"wer": 35.0, "cer": 15.0}}}
+    md = bench.table([ours, peer])
+    row = "| ours | 3 | 2026-12-01 00:00 UTC | 2000 | 7 | 70.00 | 60.00 / 19.00 | 59.00 / 18.50 | 35.00 / 15.00 |"
+    assert row in md
+    assert "| peer | 3 |" in md and "79.25 / 29.50 | — | — |" in md
+    png = tmp_path / "curves.png"
+    bench.plot([ours, peer], png, "test")
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
