@@ -9,11 +9,13 @@ beam and beam + LM with the LM weights tuned on dev), run with this budget and e
 `../shared/peers/speechbrain/run_sb_ctc.py` in its own virtualenv (its README says how to make one); it is never
 imported here. Each side's dev curve is on its own dev set (the peer holds out 4 training speakers; ours is the
 corpus's dev split); the test split is the same for both. A finished run (its result file present) is reused, so
-an interrupted benchmark continues where it stopped; delete --work to start over.
+an interrupted benchmark continues where it stopped (only on the same corpus: the manifests' sha256 is kept with
+each run); delete --work to start over.
 """
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -50,6 +52,24 @@ def run_logged(cmd: list[str], log_file: Path, env: dict | None = None) -> float
     return time.monotonic() - t0
 
 
+def corpus_fingerprint() -> str:
+    """sha256 of the corpus manifests (ids, durations, texts): a finished run is reused only on the same corpus."""
+    h = hashlib.sha256()
+    for split in ("train", "dev", "test"):
+        h.update((ROOT / "data" / "synthetic" / "manifests" / f"{split}.jsonl").read_bytes())
+    return h.hexdigest()
+
+
+def reusable(out: Path) -> bool:
+    """A finished run (result.json) on this very corpus; anything else in `out` is removed to run again."""
+    stamp = out / "corpus.sha256"
+    if (out / "result.json").exists() and stamp.exists() and stamp.read_text().strip() == corpus_fingerprint():
+        return True
+    if out.exists():
+        shutil.rmtree(out)
+    return False
+
+
 def finished(path: Path) -> str:
     """When a run's result was written (runs are reused, so the table says when each one ran)."""
     return datetime.fromtimestamp(path.stat().st_mtime, timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
@@ -60,10 +80,8 @@ def ours(seed: int, args, work: Path, precision: str) -> dict:
     the run's record."""
     out = work / f"ours_s{seed}"
     result_file = out / "result.json"
-    if result_file.exists():
+    if (ROOT / "data/synthetic/manifests/train.jsonl").exists() and reusable(out):
         return {**json.loads(result_file.read_text()), "finished": finished(result_file)}
-    if out.exists():
-        shutil.rmtree(out)
     env = {**os.environ, "RUN": str(out / "run"), "SEED": str(seed), "TRAIN_MINUTES": f"{args.minutes:g}",
            "TQDM_MININTERVAL": "30"}
     wall = run_logged(["bash", "scripts/demo.sh"], work / f"ours_s{seed}.log", env)
@@ -76,6 +94,7 @@ def ours(seed: int, args, work: Path, precision: str) -> dict:
            "demo_wall_s": round(wall, 1), "curve": curve, "checkpoint_step": ev["step"],
            "test": {d: {"wer": 100 * test[d]["wer"], "cer": 100 * test[d]["cer"]} for d in test}}
     result_file.write_text(json.dumps(rec, indent=1))
+    (out / "corpus.sha256").write_text(corpus_fingerprint())
     return {**rec, "finished": finished(result_file)}
 
 
@@ -83,15 +102,14 @@ def peer(seed: int, args, work: Path, precision: str) -> dict:
     """The SpeechBrain runner under the same budget, cores and precision; its record in our format."""
     out = work / f"peer_s{seed}"
     result_file = out / "result.json"
-    if not result_file.exists():
-        if out.exists():
-            shutil.rmtree(out)
+    if not reusable(out):
         tmp = work / f"peer_s{seed}.running"
         run_logged([args.peer_python, str(args.peer), "--train-root", "data/synthetic/train", "--test-root",
                     "data/synthetic/test", "--minutes", str(args.minutes), "--precision", precision,
                     "--seed", str(seed), "--threads", str(args.threads), "--out-dir", str(tmp), "--overwrite"],
                    work / f"peer_s{seed}.log")
         tmp.rename(out)
+        (out / "corpus.sha256").write_text(corpus_fingerprint())
     res = json.loads(result_file.read_text())
     test = next(iter(res["tests"].values()))
     curve = [{"elapsed_s": h["elapsed_s"], "epoch": h["epoch"], "wer": h["dev_WER"], "cer": h["dev_CER"]}

@@ -16,10 +16,12 @@ def load_bench():
     return module
 
 
-def test_peer_record_table_and_plot(tmp_path):
+def test_peer_record_table_and_plot(tmp_path, monkeypatch):
     bench = load_bench()
+    monkeypatch.setattr(bench, "corpus_fingerprint", lambda: "corpus-a")
     peer_dir = tmp_path / "peer_s3"
     peer_dir.mkdir()
+    (peer_dir / "corpus.sha256").write_text("corpus-a")
     (peer_dir / "result.json").write_text(json.dumps({
         "optimizer_steps": 900, "epochs_completed": 2.5, "train_wall_s": 300.0, "param_count": 5_000_000,
         "dev_history": [{"epoch": 1, "elapsed_s": 150.0, "dev_WER": 90.0, "dev_CER": 40.0},
@@ -36,6 +38,8 @@ def test_peer_record_table_and_plot(tmp_path):
     row = "| ours | 3 | 2026-12-01 00:00 UTC | 2000 | 7 | 70.00 | 60.00 / 19.00 | 59.00 / 18.50 | 35.00 / 15.00 |"
     assert row in md
     assert "| peer | 3 |" in md and "79.25 / 29.50 | — | — |" in md
+    (peer_dir / "corpus.sha256").write_text("corpus-b")  # another corpus: the run is not reused
+    assert not bench.reusable(peer_dir) and not peer_dir.exists()
     png = tmp_path / "curves.png"
     bench.plot([ours, peer], png, "test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
