@@ -181,6 +181,9 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--skip-peer", action="store_true", help="ours only (the peer's records are left out)")
     args = p.parse_args(argv)
     precision = "bf16" if native_bf16() else "fp32"  # demo.sh's rule, for the peer too
+    if not args.skip_peer and not args.peer.exists():  # checked before training anything
+        sys.exit(f"--peer {args.peer} not found: pass the path of run_sb_ctc.py (the default assumes this checkout "
+                 f"sits beside shared/) or --skip-peer")
     if not args.skip_peer and not Path(args.peer_python).exists():
         sys.exit(f"--peer-python {args.peer_python} not found: make the peer's virtualenv "
                  f"({args.peer.parent}/README.md) or pass --skip-peer")
