@@ -132,6 +132,15 @@ def table(records: list[dict]) -> str:
     return "\n".join(rows)
 
 
+def curve_table(records: list[dict]) -> str:
+    """The learning curves as rows: every validation of every run (wall-clock seconds, dev WER and CER)."""
+    rows = ["| trainer | seed | seconds | epoch | dev WER | dev CER |", "|---|---|---|---|---|---|"]
+    for r in records:
+        rows += [f"| {r['trainer']} | {r['seed']} | {p['elapsed_s']:.0f} | {p['epoch']} | {p['wer']:.2f} | "
+                 f"{p['cer']:.2f} |" for p in r["curve"]]
+    return "\n".join(rows)
+
+
 def plot(records: list[dict], png: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
@@ -198,7 +207,8 @@ def main(argv: list[str] | None = None) -> None:
                 if ln.startswith("model name")), platform.processor())
     title = f"{args.minutes:g}-minute budget, {os.cpu_count()} cores ({cpu}), {precision}, {when}"
     md = (f"Command: `python scripts/bench_accuracy.py --minutes {args.minutes:g} --seeds "
-          f"{' '.join(map(str, args.seeds))}`; machine: {title}.\n\n{table(records)}\n")
+          f"{' '.join(map(str, args.seeds))}`; machine: {title}.\n\n{table(records)}\n\n"
+          f"Learning curves (greedy, each trainer's own dev set):\n\n{curve_table(records)}\n")
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.with_suffix(".md").write_text(md)
     args.out.with_suffix(".json").write_text(json.dumps({"title": title, "records": records}, indent=1))

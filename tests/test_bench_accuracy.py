@@ -31,13 +31,16 @@ def test_peer_record_table_and_plot(tmp_path, monkeypatch):
     assert peer["steps"] == 900 and peer["test"] == {"greedy": {"wer": 79.25, "cer": 29.5}}
     assert [p["wer"] for p in peer["curve"]] == [90.0, 80.5]
     ours = {"trainer": "ours", "seed": 3, "finished": "2026-12-01 00:00 UTC", "steps": 2000, "epochs": 7,
-            "curve": [{"elapsed_s": 200.0, "wer": 70.0, "cer": 22.0}],
+            "curve": [{"elapsed_s": 200.0, "epoch": 2, "wer": 70.0, "cer": 22.0}],
             "test": {"greedy": {"wer": 60.0, "cer": 19.0}, "beam": {"wer": 59.0, "cer": 18.5},
                      "beam_lm": {"wer": 35.0, "cer": 15.0}}}
     md = bench.table([ours, peer])
     row = "| ours | 3 | 2026-12-01 00:00 UTC | 2000 | 7 | 70.00 | 60.00 / 19.00 | 59.00 / 18.50 | 35.00 / 15.00 |"
     assert row in md
     assert "| peer | 3 |" in md and "79.25 / 29.50 | — | — |" in md
+    curves = bench.curve_table([ours, peer])
+    assert "| ours | 3 | 200 | 2 | 70.00 | 22.00 |" in curves
+    assert "| peer | 3 | 290 | 2 | 80.50 | 30.00 |" in curves and curves.count("\n") == 1 + 1 + 2
     (peer_dir / "corpus.sha256").write_text("corpus-b")  # another corpus: the run is not reused
     assert not bench.reusable(peer_dir) and not peer_dir.exists()
     png = tmp_path / "curves.png"
