@@ -83,7 +83,7 @@ def ours(seed: int, args, work: Path, precision: str) -> dict:
     if (ROOT / "data/synthetic/manifests/train.jsonl").exists() and reusable(out):
         return {**json.loads(result_file.read_text()), "finished": finished(result_file)}
     env = {**os.environ, "RUN": str(out / "run"), "SEED": str(seed), "TRAIN_MINUTES": f"{args.minutes:g}",
-           "TQDM_MININTERVAL": "30"}
+           "PRECISION": precision, "TQDM_MININTERVAL": "30"}  # the peer gets the same precision
     wall = run_logged(["bash", "scripts/demo.sh"], work / f"ours_s{seed}.log", env)
     summary = json.loads((out / "run" / "summary.json").read_text())
     ev = json.loads((out / "run" / "eval" / "summary.json").read_text())
@@ -189,7 +189,7 @@ def main(argv: list[str] | None = None) -> None:
                    help="writes OUT.md, OUT.json and OUT.png")
     p.add_argument("--skip-peer", action="store_true", help="ours only (the peer's records are left out)")
     args = p.parse_args(argv)
-    precision = "bf16" if native_bf16() else "fp32"  # demo.sh's rule, for the peer too
+    precision = "bf16" if native_bf16() else "fp32"  # demo.sh's default rule; passed to both trainers
     if not args.skip_peer and not args.peer.exists():  # checked before training anything
         sys.exit(f"--peer {args.peer} not found: pass the path of run_sb_ctc.py (the default assumes this checkout "
                  f"sits beside shared/) or --skip-peer")

@@ -9,8 +9,11 @@ export PATH="$PWD/.venv/bin:$PATH"
 [ -t 2 ] || export TQDM_MININTERVAL="${TQDM_MININTERVAL:-30}"
 TRAIN_MINUTES="${TRAIN_MINUTES:-14}"
 # bf16 autocast ran the LSTMs ~1.3x faster here (a CPU with AVX512-BF16/AMX); without native bf16, stay in fp32.
-PRECISION=fp32
-grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && PRECISION=bf16
+# PRECISION=fp32|bf16 in the environment decides instead (scripts/bench_accuracy.py gives the peer the same).
+if [ -z "${PRECISION:-}" ]; then
+  PRECISION=fp32
+  grep -qE 'avx512_bf16|amx_bf16' /proc/cpuinfo 2>/dev/null && PRECISION=bf16
+fi
 RUN="${RUN:-runs/demo}"
 SEED="${SEED:-1}"  # model init, batch order and augmentation (scripts/bench_accuracy.py runs several)
 start=$(date +%s)
