@@ -1,17 +1,18 @@
-"""Training-only augmentation, seeded: SpecAugment on features, speed perturbation and noise on waveforms.
+"""Training-only augmentation, seeded: VTLP and SpecAugment on features, speed perturbation and noise on waveforms.
 
-Shapes: B batch, T frames, F mel bins, S samples. Nothing here runs on dev/test data: `SpecAugment` is the
+Shapes: B batch, T frames, F mel bins, S samples. Nothing here runs on dev/test data: `FeatureAugment` is the
 identity in eval mode, and the dataset applies the waveform transforms only when it was built with them.
 """
 from __future__ import annotations
 
 import math
 
+import librosa
 import torch
 import torchaudio.functional as AF
 from torch import nn
 
-from asr.config import AugmentConfig
+from asr.config import AugmentConfig, FeatureConfig
 
 
 class SpecAugment(nn.Module):
@@ -64,6 +65,84 @@ class SpecAugment(nn.Module):
         c = self.cfg
         return (f"freq_masks={c.freq_masks}, freq_mask_width={c.freq_mask_width}, time_masks={c.time_masks}, "
                 f"time_mask_max_frac={c.time_mask_max_frac}")
+
+
+class FrequencyWarp(nn.Module):
+    """Vocal-tract-length perturbation (Jaitly & Hinton 2013) on log-mel features: a new "speaker" per utterance.
+
+    Each utterance draws a factor alpha uniformly from `factor_range`, and its spectrum is stretched along the
+    frequency axis so that a formant at f moves to alpha * f; above `boundary` x Nyquist (x min(1, alpha)) the warp
+    turns piecewise linear so that Nyquist stays at Nyquist (Kaldi's VTLN warp). Applied to the mel bins directly:
+    output bin j takes the value the utterance has at the frequency that lands on bin j's centre, linearly
+    interpolated between the two nearest mel bins. Unlike speed perturbation it changes neither the duration (so
+    no extra padding in duration-bucketed batches) nor the pitch, and costs one gather per batch.
+    """
+
+    def __init__(self, features: FeatureConfig, factor_range: tuple[float, float], boundary: float = 0.8):
+        super().__init__()
+        self.lo, self.hi = float(factor_range[0]), float(factor_range[1])
+        self.boundary = boundary
+        self.nyquist = features.sample_rate / 2
+        centres = librosa.mel_frequencies(features.n_mels + 2, fmin=0.0, fmax=self.nyquist, htk=False)[1:-1]
+        self.register_buffer("centres", torch.tensor(centres, dtype=torch.float32), persistent=False)  # (F,) Hz
+
+    def source_frequencies(self, alpha: torch.Tensor) -> torch.Tensor:
+        """alpha (B,) -> (B, F): the frequency whose value each output bin centre takes (f / alpha below the knee)."""
+        f = self.centres[None, :]  # (1, F)
+        a = alpha[:, None].to(f)  # (B, 1)
+        knee = self.boundary * self.nyquist * torch.clamp(a, max=1.0)  # (B, 1), output frequency of the knee
+        below = f / a
+        above = knee / a + (f - knee) * (self.nyquist - knee / a) / (self.nyquist - knee)
+        return torch.where(f <= knee, below, above)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        """feats (B, T, F) -> warped copy (B, T, F); padded frames stay zero; identity when not training."""
+        if not self.training or feats.numel() == 0:
+            return feats
+        B, T, F = feats.shape
+        device = generator.device if generator is not None else torch.device("cpu")
+        u = torch.rand(B, generator=generator, device=device).to(feats.device)
+        alpha = self.lo + (self.hi - self.lo) * u  # (B,)
+        src = self.source_frequencies(alpha).clamp(self.centres[0], self.centres[-1])  # (B, F) Hz
+        upper = torch.searchsorted(self.centres, src.contiguous()).clamp(1, F - 1)  # (B, F) first centre >= src
+        lower = upper - 1
+        c_lo, c_hi = self.centres[lower], self.centres[upper]
+        w = ((src - c_lo) / (c_hi - c_lo)).clamp(0.0, 1.0)  # (B, F) weight of the upper neighbour
+        # As one (B, F_in, F_out) interpolation matrix per utterance: a batched matmul is far cheaper on a CPU
+        # than gathering along F with a (B, T, F) index.
+        interp = torch.zeros(B, F, F, dtype=feats.dtype, device=feats.device)
+        interp.scatter_add_(1, lower[:, None, :], (1 - w)[:, None, :].to(feats.dtype))
+        interp.scatter_add_(1, upper[:, None, :], w[:, None, :].to(feats.dtype))
+        return torch.bmm(feats, interp)
+
+    def extra_repr(self) -> str:
+        return f"factor_range=({self.lo}, {self.hi}), boundary={self.boundary}"
+
+
+class FeatureAugment(nn.Module):
+    """Training-time feature augmentation: VTLP (`augment.vtlp`), then SpecAugment masks (`augment.spec_augment`).
+
+    (feats (B, T, F), lengths (B,)) -> (B, T, F); the identity in eval mode. Both draw from the same generator.
+    """
+
+    def __init__(self, cfg: AugmentConfig, features: FeatureConfig):
+        super().__init__()
+        self.warp = FrequencyWarp(features, (cfg.vtlp[0], cfg.vtlp[1])) if cfg.vtlp else None
+        self.masks = SpecAugment(cfg) if cfg.spec_augment else None
+
+    @staticmethod
+    def wanted(cfg: AugmentConfig) -> bool:
+        """Whether `cfg` asks for any feature augmentation (otherwise the trainer builds none)."""
+        return bool(cfg.vtlp) or cfg.spec_augment
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+        if self.warp is not None:
+            feats = self.warp(feats, lengths, generator)
+        if self.masks is not None:
+            feats = self.masks(feats, lengths, generator)
+        return feats
 
 
 def speed_perturb(wave: torch.Tensor, sample_rate: int, factor: float) -> torch.Tensor:

@@ -14,7 +14,7 @@ import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
 from asr import distributed as dist_utils
-from asr.augment import SpecAugment
+from asr.augment import FeatureAugment
 from asr.config import ConfigError, TrainConfig
 from asr.ctc import required_frames
 from asr.data.dataset import AudioDataset, BadDataGuard, Batch, make_loader
@@ -40,7 +40,7 @@ class Components:
     device: torch.device
     tokenizer: CharTokenizer
     featurizer: LogMel
-    spec_augment: Optional[SpecAugment]  # None when augment.spec_augment is off
+    spec_augment: Optional[FeatureAugment]  # VTLP and/or SpecAugment masks; None when both are off
     raw_model: AcousticModel
     model: torch.nn.Module  # raw_model, or its DDP wrapper
     optimizer: torch.optim.Optimizer
@@ -149,7 +149,7 @@ def build(cfg: TrainConfig, run_dir: Path) -> Components:
     total = max(1, tr.max_epochs * len(sampler) // cfg.optim.accum_steps)
     if tr.max_steps:
         total = min(total, tr.max_steps)
-    spec = SpecAugment(cfg.augment).to(device) if cfg.augment.spec_augment else None
+    spec = FeatureAugment(cfg.augment, cfg.features).to(device) if FeatureAugment.wanted(cfg.augment) else None
     return Components(
         cfg=cfg, run_dir=run_dir, dist=info, device=device, tokenizer=tokenizer, featurizer=featurizer,
         spec_augment=spec, raw_model=model, model=wrapped,

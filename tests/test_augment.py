@@ -1,12 +1,14 @@
-"""SpecAugment (train-only, seeded, inside valid frames), speed perturbation and noise."""
+"""SpecAugment (train-only, seeded, inside valid frames), VTLP, speed perturbation and noise."""
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from conftest import tone
 
-from asr.augment import SpecAugment, add_noise, speed_perturb
-from asr.config import AugmentConfig
+from asr.augment import FeatureAugment, FrequencyWarp, SpecAugment, add_noise, speed_perturb
+from asr.config import AugmentConfig, FeatureConfig
+from asr.features import LogMel
 
 
 def _batch(lengths=(100, 60, 30), F=40, seed=0):
@@ -89,3 +91,61 @@ def test_add_noise_hits_the_snr_and_is_seeded():
     assert float(snr) == pytest.approx(10.0, abs=0.3)
     silence = torch.zeros(100)
     assert torch.equal(add_noise(silence, 10.0), silence)
+
+
+# ------------------------------------------------------------------------------------------------ VTLP
+
+
+def _warp(lo: float, hi: float) -> FrequencyWarp:
+    return FrequencyWarp(FeatureConfig(), (lo, hi)).train()
+
+
+@pytest.mark.parametrize("alpha", [0.9, 1.12])
+def test_vtlp_moves_a_tone_where_a_tone_at_alpha_f_lands(alpha):
+    """Oracle: the log-mel of a 1 kHz tone warped by alpha peaks in the bin of a real tone at alpha x 1 kHz."""
+    logmel = LogMel(FeatureConfig(normalize="none"))
+    waves = torch.from_numpy(np.stack([tone(1.0, freq=1000.0), tone(1.0, freq=1000.0 * alpha)]))
+    feats, frames = logmel(waves, torch.tensor([waves.shape[1]] * 2))
+    warped = _warp(alpha, alpha)(feats[:1], frames[:1])
+    mid = frames[0] // 2
+    assert warped[0, mid].argmax() == feats[1, mid].argmax() != feats[0, mid].argmax()
+
+
+def test_vtlp_factor_one_is_identity_and_eval_mode_is_identity():
+    feats, lengths = _batch(F=80)
+    assert torch.allclose(_warp(1.0, 1.0)(feats, lengths), feats, atol=1e-6)
+    assert _warp(0.9, 1.1).eval()(feats, lengths) is feats
+
+
+def test_vtlp_keeps_padding_zero_and_input_untouched_and_is_seeded():
+    feats, lengths = _batch(F=80)
+    warp = _warp(0.85, 1.15)
+    a = warp(feats, lengths, torch.Generator().manual_seed(3))
+    b = warp(feats, lengths, torch.Generator().manual_seed(3))
+    c = warp(feats, lengths, torch.Generator().manual_seed(4))
+    assert torch.equal(a, b) and not torch.equal(a, c)
+    assert torch.equal(feats, _batch(F=80)[0])
+    for i, n in enumerate(lengths.tolist()):
+        assert torch.count_nonzero(a[i, n:]) == 0
+
+
+def test_vtlp_warp_keeps_the_frequency_range_and_is_monotonic():
+    warp = _warp(0.8, 1.2)
+    src = warp.source_frequencies(torch.tensor([0.8, 1.0, 1.2]))  # (3, F)
+    assert torch.all(src[:, 1:] > src[:, :-1])  # no bin order is swapped
+    assert torch.all(src <= warp.nyquist)  # the knee keeps Nyquist reachable
+
+
+def test_feature_augment_runs_what_the_config_asks_for():
+    assert not FeatureAugment.wanted(AugmentConfig(spec_augment=False))
+    both = FeatureAugment(AugmentConfig(vtlp=[0.9, 1.1]), FeatureConfig())
+    assert both.warp is not None and both.masks is not None
+    only_warp = FeatureAugment(AugmentConfig(spec_augment=False, vtlp=[0.9, 1.1]), FeatureConfig())
+    assert only_warp.warp is not None and only_warp.masks is None
+    assert FeatureAugment.wanted(AugmentConfig(spec_augment=False, vtlp=[0.9, 1.1]))
+
+
+@pytest.mark.parametrize("bad", [[1.1], [1.1, 0.9], [0.5, 1.0]])
+def test_vtlp_config_is_validated(bad):
+    with pytest.raises(Exception, match="augment.vtlp"):
+        AugmentConfig(vtlp=bad)

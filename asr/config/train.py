@@ -65,11 +65,14 @@ class AugmentConfig:
     time_mask_max_frac: float = 0.05  # max width of each time mask as a fraction of the utterance's frames
     speed_perturb: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # factors drawn per utterance; [] = off
     noise_snr_db: Optional[float] = None  # add white noise at this SNR (dB) to training audio; null = off
+    vtlp: list[float] = field(default_factory=list)  # [min, max] VTLP warp per utterance, e.g. [0.9, 1.1]; [] = off
 
     def __post_init__(self) -> None:
         check(self.freq_masks >= 0 and self.time_masks >= 0, "augment.freq_masks/time_masks", "must be >= 0")
         check(0 <= self.time_mask_max_frac < 0.5, "augment.time_mask_max_frac", "must be in [0, 0.5)")
         check(all(0.5 <= f <= 2.0 for f in self.speed_perturb), "augment.speed_perturb", "factors must be in [0.5, 2]")
+        check(not self.vtlp or (len(self.vtlp) == 2 and 0.7 <= self.vtlp[0] <= self.vtlp[1] <= 1.3), "augment.vtlp",
+              "must be [] (off) or [min, max] with 0.7 <= min <= max <= 1.3, e.g. [0.9, 1.1]")
 
 
 @dataclass
