@@ -1,0 +1,54 @@
+"""scripts/bench.py: the table arithmetic, the synthesised durations, and one smoke run of `--quick` (a benchmark
+is not a test: no figure is asserted, only that every sub-benchmark runs and reports sane rows)."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+
+from benchmarks.common import Row, librispeech_like_durations, scaling_note, table  # noqa: E402
+
+
+def test_ratio_points_the_same_way_for_both_kinds_of_metric():
+    assert Row("x", "c", 1, "audio-s/s", 300.0, "alt", 100.0).ratio == pytest.approx(3.0)
+    assert Row("x", "c", 1, "RTF", 0.01, "alt", 0.05, higher_is_better=False).ratio == pytest.approx(5.0)
+    assert Row("x", "c", 1, "audio-s/s", 300.0).ratio is None
+
+
+def test_scaling_note_flags_cost_growing_worse_than_linear():
+    rows = [Row("f", "a", 1, "audio-s/s", 100.0), Row("f", "a", 8, "audio-s/s", 95.0),
+            Row("d", "b", 1, "RTF", 0.01, higher_is_better=False),
+            Row("d", "b", 8, "RTF", 0.02, higher_is_better=False)]
+    notes = scaling_note(rows)
+    assert "(linear)" in notes[("f", "a")] and "95 %" in notes[("f", "a")]
+    assert "worse than linear" in notes[("d", "b")] and "50 %" in notes[("d", "b")]
+    assert table(rows).count("\n| ") == 4  # one line per row below the header
+
+
+def test_librispeech_like_durations_match_train_clean_100():
+    d = np.array(librispeech_like_durations(28539, seed=0))
+    assert d.min() >= 1.0 and d.max() <= 35.0
+    assert 12.2 < d.mean() < 13.2
+    assert 0.5 < np.mean((d >= 12) & (d <= 17)) < 0.8  # most segments are 12-17 s long
+
+
+@pytest.mark.skipif(not Path("/usr/share/wordnet/data.noun").exists(),
+                    reason="the simulated decoding input needs WordNet's sentences (scripts/setup.sh installs them)")
+def test_quick_run_reports_every_benchmark(tmp_path, capsys):
+    import bench
+
+    assert bench.main(["--quick", "--scales", "1", "--out", str(tmp_path / "b")]) == 0
+    result = json.loads((tmp_path / "b.json").read_text())
+    benches = {r["bench"] for r in result["rows"]}
+    assert benches == {"features", "loading", "batching", "step", "decoding", "pipeline"}
+    for r in result["rows"]:
+        assert r["ours"] > 0, r
+    features = next(r for r in result["rows"] if r["bench"] == "features")
+    assert features["extra"]["max abs diff"] < 1e-2  # the two compute the same log-mel
+    assert "| features |" in (tmp_path / "b.md").read_text()
