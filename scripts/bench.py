@@ -55,6 +55,10 @@ def main(argv: list[str] | None = None) -> int:
                    help="decoding with --checkpoint: the utterances to decode")
     p.add_argument("--lm-text", help="decoding with --checkpoint: LM training text (default: the demo corpus's)")
     p.add_argument("--peer-python", help="decoding: a Python with pyctcdecode + kenlm (the benchmark's own venv)")
+    p.add_argument("--pipeline-hours", type=float, help="pipeline: hours of generated audio (default by device)")
+    p.add_argument("--pipeline-steps", type=int, help="pipeline: training steps")
+    p.add_argument("--pipeline-batch-seconds", type=float, help="pipeline: audio-seconds per batch")
+    p.add_argument("--pipeline-workers", type=int, help="pipeline: DataLoader workers")
     p.add_argument("--out", type=Path, help="write OUT.md and OUT.json")
     args = p.parse_args(argv)
     names = [n.strip() for n in args.only.split(",") if n.strip()]
@@ -67,7 +71,14 @@ def main(argv: list[str] | None = None) -> int:
     for name in names:
         t0 = time.perf_counter()
         print(f"== {name}", file=sys.stderr, flush=True)
-        if name == "decoding":
+        if name == "pipeline":
+            spec = pipeline.PipelineSpec.for_device(args.quick)
+            for field in ("hours", "steps", "batch_seconds", "workers"):
+                value = getattr(args, f"pipeline_{field}")
+                if value is not None:
+                    setattr(spec, field, value)
+            part = pipeline.run(args.quick, scales, spec)
+        elif name == "decoding":
             part = decoding.run(args.quick, scales, checkpoint=args.checkpoint, manifests=args.manifests,
                                 lm_text=args.lm_text, peer_python=args.peer_python)
         else:
