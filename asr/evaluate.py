@@ -24,6 +24,7 @@ from omegaconf import DictConfig
 from asr import hydra_cli, tb
 from asr.config import DATASETS, ConfigError, EvalConfig, to_object
 from asr.data.manifest import read_manifest
+from asr.decoding import parallel
 from asr.inference import (
     CachedLogProbs,
     DecodeFn,
@@ -135,7 +136,13 @@ def _write_tb(loaded: LoadedModel, results: dict[str, dict]) -> Optional[Path]:
 
 def main(cfg: DictConfig | EvalConfig | dict) -> dict[str, Any]:
     """Evaluate; prints the table and worst utterances, writes records + summary.json; returns the summary."""
-    cfg = to_object(cfg, EvalConfig)
+    try:
+        return _evaluate(to_object(cfg, EvalConfig))
+    finally:
+        parallel.shutdown()  # the beam.workers processes, if any
+
+
+def _evaluate(cfg: EvalConfig) -> dict[str, Any]:
     resolve_checkpoint(cfg.checkpoint)  # a wrong path is the likeliest mistake: report it first
     sets = resolve_sets(cfg)
     tune_name = cfg.tune_subset or next((n for n in sets if n.startswith("dev")), next(iter(sets)))

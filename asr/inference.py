@@ -22,7 +22,9 @@ from asr.audio import AudioLoadError, load_audio
 from asr.config import DECODERS, BeamConfig, ConfigError, FeatureConfig, TrainConfig, to_object
 from asr.data.manifest import Utterance
 from asr.data.sampler import DurationBucketSampler
+from asr.decoding.arpa import check_lm_files
 from asr.decoding.greedy import greedy_decode
+from asr.decoding.parallel import ParallelBeamDecoder, resolve_workers
 from asr.device import pick_device
 from asr.errors import message_line
 from asr.features import LogMel
@@ -132,11 +134,15 @@ def build_decoder(name: str, loaded: LoadedModel, beam: BeamConfig, lm_weight: O
     from asr.decoding.beam import BeamSearchDecoder  # flashlight-text is only loaded when a beam is wanted
 
     with_lm = name == "beam_lm"
-    dec = BeamSearchDecoder(
-        tok, beam_size=beam.beam_size, beam_size_token=beam.beam_size_token, beam_threshold=beam.beam_threshold,
-        lm_path=beam.lm_path if with_lm else None, lexicon_path=beam.lexicon_path if with_lm else None,
-        lm_weight=beam.lm_weight if lm_weight is None else lm_weight,
-        word_score=beam.word_score if word_score is None else word_score, key_prefix="beam")
+    kwargs = dict(beam_size=beam.beam_size, beam_size_token=beam.beam_size_token, beam_threshold=beam.beam_threshold,
+                  lm_path=beam.lm_path if with_lm else None, lexicon_path=beam.lexicon_path if with_lm else None,
+                  lm_weight=beam.lm_weight if lm_weight is None else lm_weight,
+                  word_score=beam.word_score if word_score is None else word_score, key_prefix="beam")
+    workers = resolve_workers(beam.workers)
+    if workers > 1:
+        check_lm_files(kwargs["lm_path"], kwargs["lexicon_path"], "beam")  # here, not in a worker's traceback
+        return ParallelBeamDecoder(tok, workers, **kwargs)
+    dec = BeamSearchDecoder(tok, **kwargs)
     return dec.decode
 
 

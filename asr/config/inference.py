@@ -31,12 +31,14 @@ class BeamConfig:
     lexicon_path: Optional[str] = None  # beam_lm's "WORD<tab>W O R D |" lexicon; null = the LM's unigrams
     lm_weight: float = 0.5  # weight of the LM's log10 probabilities (beam_lm)
     word_score: float = 0.0  # score added per word (beam_lm); raise it when words go missing
+    workers: int = 1  # processes for beam / beam_lm decoding (each loads its own LM); 0 = every core
 
     def validate(self, prefix: str, decoders: list[str]) -> None:
         """Cross-field rules; `prefix` is where this group sits in the caller's config (e.g. "beam")."""
         from asr.decoding.arpa import check_lm_files  # the one existence check of LM files (also the decoder's)
 
         check(self.beam_size >= 1, f"{prefix}.beam_size", f"must be >= 1, got {self.beam_size}")
+        check(self.workers >= 0, f"{prefix}.workers", f"must be >= 0 (0 = every core), got {self.workers}")
         check(self.beam_size_token is None or self.beam_size_token >= 1, f"{prefix}.beam_size_token",
               f"must be >= 1 or null, got {self.beam_size_token}")
         check(self.beam_threshold > 0, f"{prefix}.beam_threshold", f"must be > 0, got {self.beam_threshold}")

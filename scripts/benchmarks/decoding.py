@@ -2,7 +2,7 @@
 word 3-gram LM), our reference prefix beam search (pure Python, the tests' oracle) and pyctcdecode (a peer,
 installed only in the benchmark's own virtualenv, run as a subprocess) at equal beam and LM weights, all on the
 same cached log-probs: real-time factor (decoding seconds / audio seconds) and WER. Then the flashlight beam + LM
-spread over all cores (a test set is embarrassingly parallel).
+spread over all cores (`beam.workers=0`, asr.decoding.parallel; a test set is embarrassingly parallel).
 
 Log-probs come from a trained checkpoint over manifests (the full run: the demo model on the demo dev + test
 sets), or, without one (`--quick` in the suite), from a simulated acoustic model: WordNet sentences held out of
@@ -17,7 +17,6 @@ import os
 import subprocess
 import tempfile
 import time
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional
@@ -26,8 +25,10 @@ import jiwer
 import numpy as np
 import torch
 
+from asr.decoding import parallel
 from asr.decoding.greedy import greedy_decode
 from asr.decoding.ngram import build_arpa
+from asr.decoding.parallel import ParallelBeamDecoder
 from asr.decoding.reference import prefix_beam_search
 from asr.text import CharTokenizer
 
@@ -128,33 +129,16 @@ def _timed(em: Emissions, decode) -> tuple[list[str], float]:
     return hyps, time.perf_counter() - t0
 
 
-_worker_decoder = None
-
-
-def _worker_init(beam: int, lm: str) -> None:
-    global _worker_decoder
-    torch.set_num_threads(1)
-    _worker_decoder = _flashlight(beam, Path(lm))
-
-
-def _worker_decode(chunk: list[np.ndarray]) -> list[str]:
-    em = Emissions(chunk, [""] * len(chunk), 0.0, Path(), "")
-    return _timed(em, _worker_decoder.decode)[0]  # type: ignore[union-attr]
-
-
 def parallel_beam_lm(em: Emissions, beam: int, lm: Path, workers: int) -> tuple[list[str], float]:
-    """Flashlight beam + LM over `workers` processes (one decoder each, built before the clock starts)."""
-    chunks = [em.log_probs[i::workers] for i in range(workers)]
-    with ProcessPoolExecutor(workers, initializer=_worker_init, initargs=(beam, str(lm))) as pool:
-        list(pool.map(_worker_decode, [[c[0]] for c in chunks if c]))  # every worker has built its decoder
-        t0 = time.perf_counter()
-        parts = list(pool.map(_worker_decode, chunks))
-        seconds = time.perf_counter() - t0
-    hyps = [""] * len(em.log_probs)
-    for w, part in enumerate(parts):
-        for j, h in enumerate(part):
-            hyps[w + j * workers] = h
-    return hyps, seconds
+    """Flashlight beam + LM over `workers` processes (`beam.workers`, asr.decoding.parallel); every worker builds
+    its decoder on a warm-up batch before the clock starts."""
+    decoder = ParallelBeamDecoder(CharTokenizer(), workers, beam_size=beam, lm_path=str(lm), lm_weight=LM_WEIGHT,
+                                  word_score=WORD_SCORE)
+    try:
+        decoder(*next(_batches(em)))
+        return _timed(em, decoder)
+    finally:
+        parallel.shutdown()
 
 
 def pyctcdecode(em: Emissions, beam: int, lm: Optional[Path], python: str, tmp: Path) -> tuple[list[str], float]:
