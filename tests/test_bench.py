@@ -26,7 +26,7 @@ def test_scaling_note_flags_cost_growing_worse_than_linear():
             Row("d", "b", 1, "RTF", 0.01, higher_is_better=False),
             Row("d", "b", 8, "RTF", 0.02, higher_is_better=False)]
     notes = scaling_note(rows)
-    assert "(linear)" in notes[("f", "a")] and "95 %" in notes[("f", "a")]
+    assert "no worse than linear" in notes[("f", "a")] and "95 %" in notes[("f", "a")]
     assert "worse than linear" in notes[("d", "b")] and "50 %" in notes[("d", "b")]
     assert table(rows).count("\n| ") == 4  # one line per row below the header
 

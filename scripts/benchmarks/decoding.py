@@ -169,7 +169,7 @@ def run(quick: bool, scales: list[int], checkpoint: Optional[str] = None, manife
         greedy = lambda lp, n: greedy_decode(lp, n, tok)  # noqa: E731
         decoders = [("greedy", None, greedy)]
         for beam in ([10] if quick else [10, 50]):
-            decoders.append((f"flashlight beam {beam}", None, _flashlight(beam, None).decode))
+            decoders.append((f"flashlight beam {beam}", (beam, None), _flashlight(beam, None).decode))
             decoders.append((f"flashlight beam {beam} + LM", (beam, lm), _flashlight(beam, lm).decode))
         for scale in scales:
             em = base.repeated(scale)
@@ -177,7 +177,7 @@ def run(quick: bool, scales: list[int], checkpoint: Optional[str] = None, manife
             for name, peer_args, decode in decoders:
                 hyps, seconds = _timed(em, decode)
                 alt_name, alt_rtf, extra = "", None, {"WER %": 100 * jiwer.wer(em.refs, hyps)}
-                if peer_args and peer_python:
+                if peer_args is not None and peer_python and scale == scales[0]:  # the peer once, at the smallest work
                     peer_hyps, peer_s = pyctcdecode(em, peer_args[0], peer_args[1], peer_python, tmp)
                     alt_name, alt_rtf = "pyctcdecode", peer_s / audio
                     extra["pyctcdecode WER %"] = 100 * jiwer.wer(em.refs, peer_hyps)
