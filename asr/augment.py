@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import math
 
-import librosa
 import torch
 import torchaudio.functional as AF
 from torch import nn
@@ -67,6 +66,23 @@ class SpecAugment(nn.Module):
                 f"time_mask_max_frac={c.time_mask_max_frac}")
 
 
+def slaney_mel_centres(n_mels: int, f_max: float) -> torch.Tensor:
+    """(n_mels,) centre frequencies in Hz of the Slaney mel filterbank over [0, f_max] (LogMel's scale): mel bins
+    equally spaced on the Slaney scale, linear below 1 kHz (3 mels per 200 Hz), logarithmic above."""
+    f_break, mel_break, log_step = 1000.0, 15.0, math.log(6.4) / 27.0
+
+    def to_mel(f: torch.Tensor) -> torch.Tensor:
+        log_part = mel_break + torch.log(f.clamp(min=f_break) / f_break) / log_step
+        return torch.where(f < f_break, 3.0 * f / 200.0, log_part)
+
+    def to_hz(m: torch.Tensor) -> torch.Tensor:
+        return torch.where(m < mel_break, 200.0 * m / 3.0, f_break * torch.exp(log_step * (m - mel_break)))
+
+    edges = torch.linspace(0.0, float(to_mel(torch.tensor(f_max, dtype=torch.float64))), n_mels + 2,
+                           dtype=torch.float64)
+    return to_hz(edges[1:-1]).float()
+
+
 class FrequencyWarp(nn.Module):
     """Vocal-tract-length perturbation (Jaitly & Hinton 2013) on log-mel features: a new "speaker" per utterance.
 
@@ -83,8 +99,7 @@ class FrequencyWarp(nn.Module):
         self.lo, self.hi = float(factor_range[0]), float(factor_range[1])
         self.boundary = boundary
         self.nyquist = features.sample_rate / 2
-        centres = librosa.mel_frequencies(features.n_mels + 2, fmin=0.0, fmax=self.nyquist, htk=False)[1:-1]
-        self.register_buffer("centres", torch.tensor(centres, dtype=torch.float32), persistent=False)  # (F,) Hz
+        self.register_buffer("centres", slaney_mel_centres(features.n_mels, self.nyquist), persistent=False)
 
     def source_frequencies(self, alpha: torch.Tensor) -> torch.Tensor:
         """alpha (B,) -> (B, F): the frequency whose value each output bin centre takes (f / alpha below the knee)."""

@@ -149,3 +149,12 @@ def test_feature_augment_runs_what_the_config_asks_for():
 def test_vtlp_config_is_validated(bad):
     with pytest.raises(Exception, match="augment.vtlp"):
         AugmentConfig(vtlp=bad)
+
+
+def test_slaney_mel_centres_match_librosa():
+    import librosa
+
+    from asr.augment import slaney_mel_centres
+
+    expected = librosa.mel_frequencies(82, fmin=0.0, fmax=8000.0, htk=False)[1:-1]
+    assert np.allclose(slaney_mel_centres(80, 8000.0).numpy(), expected, rtol=1e-5, atol=1e-3)
