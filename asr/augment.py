@@ -91,7 +91,7 @@ class FrequencyWarp(nn.Module):
     turns piecewise linear so that Nyquist stays at Nyquist (Kaldi's VTLN warp). Applied to the mel bins directly:
     output bin j takes the value the utterance has at the frequency that lands on bin j's centre, linearly
     interpolated between the two nearest mel bins. Unlike speed perturbation it changes neither the duration (so
-    no extra padding in duration-bucketed batches) nor the pitch, and costs one gather per batch.
+    no extra padding in duration-bucketed batches) nor the pitch, and costs one batched matmul per batch.
     """
 
     def __init__(self, features: FeatureConfig, factor_range: tuple[float, float], boundary: float = 0.8):

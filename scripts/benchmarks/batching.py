@@ -15,15 +15,11 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from asr.config import FeatureConfig, OptimConfig
 from asr.ctc import ctc_loss
 from asr.data.sampler import DurationBucketSampler, padding_ratio
-from asr.features import LogMel
-from asr.model import AcousticModel
-from asr.optim import build_optimizer
 
 from .common import Row, librispeech_like_durations
-from .step import load_model_config
+from .step import trainee
 
 ROOT = Path(__file__).resolve().parents[2]
 CPU_BUDGET_S = 60.0  # audio-seconds per batch for the CPU throughput half (a GPU batch would take minutes here)
@@ -43,9 +39,7 @@ def bucket_batches(durations: list[float], budget: float, buckets: int, seed: in
 
 def train_throughput(batches: list[list[int]], durations: list[float], steps: int) -> float:
     """Real audio-seconds per second of the small model's full training step over the first `steps` batches."""
-    torch.manual_seed(0)
-    model = AcousticModel(load_model_config("small"), FeatureConfig().n_mels, 29).train()
-    featurizer, optimizer = LogMel(FeatureConfig()), build_optimizer(model, OptimConfig(lr=1e-4))
+    model, featurizer, optimizer = trainee("small")
     real = spent = 0.0
     for k, batch in enumerate(batches[:steps + 1]):
         lengths = torch.tensor([int(durations[i] * 16000) for i in batch])

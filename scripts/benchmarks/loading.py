@@ -14,20 +14,17 @@ from dataclasses import replace
 from pathlib import Path
 
 import soundfile as sf
-import torch
 
-from asr.config import FeatureConfig, OptimConfig
+from asr.config import FeatureConfig
 from asr.ctc import ctc_loss
 from asr.data.dataset import AudioDataset, make_loader
 from asr.data.manifest import Utterance
 from asr.data.sampler import DurationBucketSampler
 from asr.features import LogMel
-from asr.model import AcousticModel
-from asr.optim import build_optimizer
 from asr.text import CharTokenizer
 
 from .common import SAMPLE_RATE, Row, demo_durations, speechlike
-from .step import load_model_config
+from .step import trainee
 
 BUDGET_S = 36.0  # the demo recipe's batch budget
 SPEED = [0.9, 1.0, 1.1]
@@ -64,9 +61,7 @@ def loader_throughput(utts: list[Utterance], workers: int) -> float:
 
 def training_data_wait(utts: list[Utterance], workers: int) -> tuple[float, float]:
     """(data wait share, real audio-s/s) of one epoch of small-model training steps fed by the loader."""
-    torch.manual_seed(0)
-    model = AcousticModel(load_model_config("small"), FeatureConfig().n_mels, CharTokenizer().size).train()
-    featurizer, optimizer = LogMel(FeatureConfig()), build_optimizer(model, OptimConfig(lr=1e-4))
+    model, featurizer, optimizer = trainee("small")
     waited = audio = 0.0
     t_start = time.perf_counter()
     it = iter(_loader(utts, workers))

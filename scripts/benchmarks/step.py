@@ -29,13 +29,18 @@ def load_model_config(preset: str, override: dict | None = None) -> ModelConfig:
     return to_object(OmegaConf.merge(cfg, override or {}), ModelConfig)
 
 
+def trainee(preset: str = "small", override: dict | None = None) -> tuple[AcousticModel, LogMel, torch.optim.Optimizer]:
+    """(model in train mode, log-mel front-end, AdamW) for a model preset, seeded: what every benchmark that runs
+    training steps trains (29 classes, the character vocabulary's size)."""
+    torch.manual_seed(0)
+    model = AcousticModel(load_model_config(preset, override), FeatureConfig().n_mels, 29).train()
+    return model, LogMel(FeatureConfig()), build_optimizer(model, OptimConfig(lr=1e-4))
+
+
 def measure(preset: str, override: dict | None, batch: int, seconds: float, steps: int,
             chars_per_s: float = 12.0) -> dict:
     """Mean over `steps` timed steps after one warm-up step: seconds per step, audio-s/s, share of each phase."""
-    torch.manual_seed(0)
-    model = AcousticModel(load_model_config(preset, override), FeatureConfig().n_mels, 29).train()
-    featurizer = LogMel(FeatureConfig())
-    optimizer = build_optimizer(model, OptimConfig(lr=1e-4))
+    model, featurizer, optimizer = trainee(preset, override)
     samples = int(seconds * 16000)
     waves, lengths = torch.randn(batch, samples) * 0.1, torch.full((batch,), samples)
     units = int(seconds * chars_per_s)
