@@ -132,6 +132,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     return ckpt
 
 
+def run_dir_of(checkpoint_file: Path) -> Path | None:
+    """The training run dir a checkpoint file lies in (<run>/checkpoints/<file>), or None outside a run."""
+    return checkpoint_file.parent.parent if checkpoint_file.parent.name == "checkpoints" else None
+
+
 def step_path(ckpt_dir: str | Path, step: int) -> Path:
     return Path(ckpt_dir) / f"step-{step:08d}.pt"
 

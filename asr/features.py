@@ -43,13 +43,22 @@ class LogMel(nn.Module):
         with torch.autocast(device_type=waves.device.type, enabled=False):
             spec = self.mel(waves.float())  # (B, F, T_max)
         feats = torch.log(spec + self.cfg.log_floor).transpose(1, 2)  # (B, T, F)
-        frame_lengths = self.output_lengths(lengths).clamp(max=feats.shape[1])
-        mask = lengths_to_mask(frame_lengths, feats.shape[1])  # (B, T)
-        if self.cfg.normalize == "utterance":
-            m = mask.unsqueeze(-1).to(feats.dtype)  # (B, T, 1)
-            n = m.sum(dim=1, keepdim=True).clamp(min=1.0)
-            mean = (feats * m).sum(dim=1, keepdim=True) / n
-            var = (((feats - mean) * m) ** 2).sum(dim=1, keepdim=True) / n
-            feats = (feats - mean) / torch.sqrt(var + 1e-5)
-        feats = feats.masked_fill(~mask.unsqueeze(-1), 0.0)
-        return feats, frame_lengths
+        return normalize_and_mask(feats, self.output_lengths(lengths), self.cfg)
+
+
+def normalize_and_mask(feats: torch.Tensor, frame_lengths: torch.Tensor, cfg: FeatureConfig
+                       ) -> tuple[torch.Tensor, torch.Tensor]:
+    """log-mel (B, T, F) + frames (B,) -> (normalised features with zeroed padding, frames clamped to T).
+
+    The one normalisation rule: `LogMel` and the exported front-end (asr/export/frontend.py) both call it.
+    """
+    frame_lengths = frame_lengths.clamp(max=feats.shape[1])
+    mask = lengths_to_mask(frame_lengths, feats.shape[1])  # (B, T)
+    if cfg.normalize == "utterance":
+        m = mask.unsqueeze(-1).to(feats.dtype)  # (B, T, 1)
+        n = m.sum(dim=1, keepdim=True).clamp(min=1.0)
+        mean = (feats * m).sum(dim=1, keepdim=True) / n
+        var = (((feats - mean) * m) ** 2).sum(dim=1, keepdim=True) / n
+        feats = (feats - mean) / torch.sqrt(var + 1e-5)
+    feats = feats.masked_fill(~mask.unsqueeze(-1), 0.0)
+    return feats, frame_lengths

@@ -1,4 +1,5 @@
-"""The one forward path: waves -> log-mel features -> (SpecAugment, training only) -> acoustic model -> log-probs.
+"""The one forward path: waves -> log-mel features -> (VTLP / SpecAugment, training only) -> acoustic model ->
+log-probs.
 
 Training steps, validation, TensorBoard images, inference and the benchmarks all call `forward`, so precision,
 features and augmentation change in one place (as ESPnet's `encode()` and icefall's `compute_loss(is_training)`
@@ -32,17 +33,18 @@ class ForwardOutput:
 
 
 def forward(featurizer: torch.nn.Module, model: torch.nn.Module, waves: torch.Tensor, wave_lengths: torch.Tensor,
-            *, precision: Optional[torch.dtype] = None, spec_augment: Optional[torch.nn.Module] = None,
+            *, precision: Optional[torch.dtype] = None, augment: Optional[torch.nn.Module] = None,
             generator: Optional[torch.Generator] = None) -> ForwardOutput:
     """Run (waves (B, S), wave_lengths (B,)) through `featurizer` and `model` (an AcousticModel, or its DDP
     wrapper); both tensors must already be on the model's device.
 
-    precision: autocast dtype for the model (None = fp32; see `amp_dtype`). spec_augment: applied to the
-    features when given (training only), drawing its masks from `generator`.
+    precision: autocast dtype for the model (None = fp32; see `amp_dtype`). augment: feature augmentation
+    (`asr.augment.FeatureAugment`: VTLP, SpecAugment masks), applied when given (training only), drawing its
+    random choices from `generator`.
     """
     feats, frames = featurizer(waves, wave_lengths)  # (B, T, F), (B,)
-    if spec_augment is not None:
-        feats = spec_augment(feats, frames, generator=generator)
+    if augment is not None:
+        feats = augment(feats, frames, generator=generator)
     with torch.autocast(device_type=waves.device.type, dtype=precision, enabled=precision is not None):
         log_probs, out_lengths = model(feats, frames)  # (B, T', C), (B,)
     return ForwardOutput(log_probs.float(), out_lengths, feats, frames)

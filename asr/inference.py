@@ -12,14 +12,23 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Callable, Optional
 
 import torch
 from tqdm import tqdm
 
 from asr import checkpoint as ckpt_io
 from asr.audio import AudioLoadError, load_audio
-from asr.config import DECODERS, BeamConfig, ConfigError, FeatureConfig, TrainConfig, to_object
+from asr.config import (
+    DECODERS,
+    Backend,
+    BeamConfig,
+    ConfigError,
+    FeatureConfig,
+    InferenceConfig,
+    TrainConfig,
+    to_object,
+)
 from asr.data.manifest import Utterance
 from asr.data.sampler import DurationBucketSampler
 from asr.decoding.arpa import check_lm_files
@@ -29,8 +38,12 @@ from asr.device import pick_device
 from asr.errors import message_line
 from asr.features import LogMel
 from asr.forward import forward
+from asr.lengths import pad_waves
 from asr.model import AcousticModel
 from asr.text import CharTokenizer
+
+if TYPE_CHECKING:
+    from asr.export.runtime import ExportedModel
 
 log = logging.getLogger(__name__)
 
@@ -64,6 +77,13 @@ class LoadedModel:
     @property
     def frame_seconds(self) -> float:
         return self.samples_per_frame / self.sample_rate
+
+    def output_frames(self, num_samples: int) -> int:
+        """T' the model gives for num_samples samples."""
+        return int(self.model.output_lengths(self.featurizer.output_lengths(torch.tensor([num_samples])))[0])
+
+    def describe(self) -> str:
+        return f"{self.model.describe()} (checkpoint {self.path}, step {self.step})"
 
     @torch.no_grad()
     def log_probs(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -117,10 +137,28 @@ def load_model(path_or_run_dir: str | Path, device: str | torch.device = "cpu", 
     except RuntimeError as exc:
         raise ckpt_io.CheckpointError(f"{path}: weights do not fit the model its config describes: "
                                       f"{message_line(exc, last=True)}") from None
-    run_dir = path.parent.parent if path.parent.name == "checkpoints" else None
+    run_dir = ckpt_io.run_dir_of(path)
     return LoadedModel(model=model.to(dev).eval(), featurizer=LogMel(cfg.features).to(dev).eval(),
                        tokenizer=tokenizer, config=cfg, device=dev, path=path, step=step, run_dir=run_dir,
                        averaged=averaged)
+
+
+def load_engine(cfg: InferenceConfig) -> "LoadedModel | ExportedModel":
+    """What `cfg` asks to run: the checkpoint (backend=pytorch) or an exported model (onnx / torchscript: cfg.exported,
+    else the checkpoint run's export/model.onnx or .pt). Both offer log_probs, tokenizer, sample_rate,
+    frame_seconds, samples_per_frame and output_frames."""
+    if cfg.backend == Backend.pytorch:
+        return load_model(cfg.checkpoint, cfg.device, cfg.average_last)
+    from asr.export.runtime import ExportError, default_export_path, load_exported
+
+    if cfg.exported:
+        path = Path(cfg.exported)
+    else:
+        path = default_export_path(resolve_checkpoint(cfg.checkpoint), str(cfg.backend))
+        if not path.is_file():
+            raise ExportError(f"backend={cfg.backend}: {path} not found; export the checkpoint first "
+                              f"(asr-export checkpoint={cfg.checkpoint} format={cfg.backend}) or pass exported=PATH")
+    return load_exported(path)
 
 
 def build_decoder(name: str, loaded: LoadedModel, beam: BeamConfig, lm_weight: Optional[float] = None,
@@ -184,10 +222,7 @@ def _read(utts: list[Utterance], idx: list[int], sample_rate: int):
             ok.append(i)
         except AudioLoadError as exc:
             errors[i] = " ".join(str(exc).split())
-    lengths = torch.tensor([w.numel() for w in waves], dtype=torch.int64)
-    padded = torch.zeros(len(waves), int(lengths.max()) if waves else 0)
-    for k, w in enumerate(waves):
-        padded[k, : w.numel()] = w
+    padded, lengths = pad_waves(waves)
     return ok, padded, lengths, errors
 
 

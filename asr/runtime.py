@@ -40,7 +40,7 @@ class Components:
     device: torch.device
     tokenizer: CharTokenizer
     featurizer: LogMel
-    spec_augment: Optional[FeatureAugment]  # VTLP and/or SpecAugment masks; None when both are off
+    feature_augment: Optional[FeatureAugment]  # VTLP and/or SpecAugment masks; None when both are off
     raw_model: AcousticModel
     model: torch.nn.Module  # raw_model, or its DDP wrapper
     optimizer: torch.optim.Optimizer
@@ -152,7 +152,7 @@ def build(cfg: TrainConfig, run_dir: Path) -> Components:
     spec = FeatureAugment(cfg.augment, cfg.features).to(device) if FeatureAugment.wanted(cfg.augment) else None
     return Components(
         cfg=cfg, run_dir=run_dir, dist=info, device=device, tokenizer=tokenizer, featurizer=featurizer,
-        spec_augment=spec, raw_model=model, model=wrapped,
+        feature_augment=spec, raw_model=model, model=wrapped,
         optimizer=build_optimizer(model, cfg.optim),
         scaler=torch.amp.GradScaler(device.type, enabled=tr.precision == "fp16"), amp_dtype=amp,
         train_dataset=dataset, train_sampler=sampler, train_loader=loader,

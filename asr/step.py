@@ -56,7 +56,7 @@ def train_step(run: Components, batch: Batch, state: TrainState) -> StepResult:
     # BatchNorm updates its running statistics in the forward pass: a NaN batch would poison them for good.
     buffers = [b.detach().clone() for b in run.raw_model.buffers()]
     fwd = forward(run.featurizer, run.model, batch.waves, batch.wave_lengths, precision=run.amp_dtype,
-                  spec_augment=run.spec_augment, generator=gen)
+                  augment=run.feature_augment, generator=gen)
     losses, zeroed = ctc_loss(fwd.log_probs, fwd.out_lengths, batch.targets, batch.target_lengths)
     loss = losses.mean()
     if not torch.isfinite(loss):

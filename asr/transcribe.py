@@ -35,7 +35,7 @@ from asr.audio import AudioLoadError, load_audio
 from asr.config import ConfigError, TranscribeConfig, to_object
 from asr.ctc import required_frames
 from asr.errors import UserError
-from asr.inference import LoadedModel, build_decoder, load_model, resolve_checkpoint
+from asr.inference import LoadedModel, build_decoder, load_engine, resolve_checkpoint
 from asr.text import CharTokenizer
 
 log = logging.getLogger("asr.transcribe")
@@ -64,7 +64,7 @@ def chunked_log_probs(loaded: LoadedModel, wave: torch.Tensor, chunk_seconds: fl
     A file no longer than one window is run in one piece, exactly as the unchunked model would.
     """
     unit = loaded.samples_per_frame
-    total = int(loaded.model.output_lengths(loaded.featurizer.output_lengths(torch.tensor([wave.numel()])))[0])
+    total = loaded.output_frames(wave.numel())
     pieces, kept = [], 0
     for a, s, e, b in windows(wave.numel(), unit, chunk_seconds, context_seconds, loaded.sample_rate):
         log_probs, n = loaded.log_probs(wave[a:b][None], torch.tensor([b - a]))
@@ -129,12 +129,13 @@ def main(cfg: DictConfig | TranscribeConfig | dict) -> list[dict[str, Any]]:
     TranscribeError (a UserError: exit status 2 from the CLI) names the failed files.
     """
     cfg = to_object(cfg, TranscribeConfig)
-    resolve_checkpoint(cfg.checkpoint)
+    if cfg.checkpoint:
+        resolve_checkpoint(cfg.checkpoint)
     # A missing path is a typo on the command line: refuse before the model loads and before any output.
     for k, p in enumerate(cfg.audio):
         if not Path(p).is_file():
             raise ConfigError(f"audio[{k}]: file not found: {p}")
-    loaded = load_model(cfg.checkpoint, cfg.device, cfg.average_last)
+    loaded = load_engine(cfg)
     decode = build_decoder(cfg.decoder, loaded, cfg.beam)
     out = open(cfg.output, "w", encoding="utf-8") if cfg.output else sys.stdout
     results, failed = [], []

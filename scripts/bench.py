@@ -8,7 +8,8 @@
 Sub-benchmarks (scripts/benchmarks/): features (our batched log-mel vs librosa), loading (decode + speed
 perturbation + features by worker count; data wait in a training loop), batching (duration buckets vs random
 batches on LibriSpeech-like durations), step (audio-s/s of small and large, phase split), decoding (greedy,
-flashlight beam with and without LM, our reference beam search, pyctcdecode; parallel decoding), pipeline
+flashlight beam with and without LM, our reference beam search, pyctcdecode; parallel decoding), backends (the
+exported model under onnxruntime and TorchScript vs PyTorch, front-end included), pipeline
 (`asr-train` end to end on a generated LibriSpeech-like FLAC corpus: x real time, data wait, GPU use). Benchmarks,
 not tests: nothing asserts a time; absolute figures on shared machines are noisy, so compare within one run.
 """
@@ -16,8 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import sys
 import time
 from datetime import datetime, timezone
@@ -27,21 +26,16 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks import batching, decoding, features, loading, pipeline, step  # noqa: E402
-from benchmarks.common import table  # noqa: E402
+from benchmarks import backends, batching, decoding, features, loading, pipeline, step  # noqa: E402
+from benchmarks.common import cpu_name, table  # noqa: E402
 
 BENCHES = {"features": features.run, "loading": loading.run, "batching": batching.run, "step": step.run,
-           "decoding": decoding.run, "pipeline": pipeline.run}
+           "decoding": decoding.run, "backends": backends.run, "pipeline": pipeline.run}
 
 
 def machine() -> str:
-    cpu = platform.processor() or platform.machine()
-    try:
-        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     gpu = f", {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else ""
-    return f"{cpu}, {os.cpu_count()} cores{gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads"
+    return f"{cpu_name()}{gpu}; torch {torch.__version__}, {torch.get_num_threads()} threads"
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -49,7 +43,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--quick", action="store_true", help="small inputs, scales 1x and 2x (a few minutes on 2 cores)")
     p.add_argument("--only", default=",".join(BENCHES), help=f"comma-separated subset of {', '.join(BENCHES)}")
     p.add_argument("--scales", default=None, help="work multiples, e.g. 1,2,4,8 (default: 1,2 quick, 1,2,4,8 full)")
-    p.add_argument("--checkpoint", help="decoding: a trained checkpoint or run dir (default: simulated log-probs)")
+    p.add_argument("--checkpoint", help="decoding and backends: a trained checkpoint or run dir (default: simulated "
+                   "log-probs / random weights)")
     p.add_argument("--manifests", nargs="*", default=["data/synthetic/manifests/dev.jsonl",
                                                      "data/synthetic/manifests/test.jsonl"],
                    help="decoding with --checkpoint: the utterances to decode")
@@ -78,6 +73,8 @@ def main(argv: list[str] | None = None) -> int:
                 if value is not None:
                     setattr(spec, field, value)
             part = pipeline.run(args.quick, scales, spec)
+        elif name == "backends":
+            part = backends.run(args.quick, scales, checkpoint=args.checkpoint)
         elif name == "decoding":
             part = decoding.run(args.quick, scales, checkpoint=args.checkpoint, manifests=args.manifests,
                                 lm_text=args.lm_text, peer_python=args.peer_python)

@@ -52,7 +52,7 @@ def run(preset: str, precision: str, steps: int, batch: int, seconds: float, dev
     audio_s = float(lengths.sum()) / feats_cfg.sample_rate
 
     def step():
-        out = forward(featurizer, model, waves, lengths, precision=amp, spec_augment=spec)
+        out = forward(featurizer, model, waves, lengths, precision=amp, augment=spec)
         losses, _ = ctc_loss(out.log_probs, out.out_lengths, targets, target_lengths)
         scaler.scale(losses.mean()).backward()
         scaler.unscale_(opt)
@@ -76,7 +76,8 @@ def run(preset: str, precision: str, steps: int, batch: int, seconds: float, dev
     dt = time.perf_counter() - t0
     return {"model": preset, "params_M": round(model.num_parameters() / 1e6, 1), "precision": precision,
             "batch": batch, "seconds": seconds, "steps": steps, "step_ms": round(1000 * dt / steps, 1),
-            "audio_s_per_s": round(audio_s * steps / dt), "peak_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
+            "audio_s_per_s": round(audio_s * steps / dt),
+            "peak_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
             "final_loss_finite": bool(torch.isfinite(loss))}
 
 

@@ -26,7 +26,7 @@ def _locked_versions() -> dict[str, str]:
 
 def check_versions() -> None:
     locked = _locked_versions()
-    for name in ("torch", "torchaudio", "flashlight-text", "soundfile"):
+    for name in ("torch", "torchaudio", "flashlight-text", "soundfile", "onnx", "onnxruntime"):
         have = metadata.version(name)
         if have.split("+")[0] != locked[name]:
             raise RuntimeError(f"{name} {have} is installed but requirements.lock pins {locked[name]}")
@@ -59,6 +59,24 @@ def check_soundfile_flac() -> None:
         raise RuntimeError(f"read back {len(wave)} samples at {rate} Hz, wrote 1600 at 16000")
 
 
+def check_onnxruntime() -> None:
+    import numpy as np
+    import onnx
+    import onnxruntime as ort
+    from onnx import TensorProto, helper
+    # asr-export / backend=onnx: build a one-node graph with onnx and run it (a broken wheel fails here).
+    x = helper.make_tensor_value_info("x", TensorProto.FLOAT, [None])
+    y = helper.make_tensor_value_info("y", TensorProto.FLOAT, [None])
+    model = helper.make_model(helper.make_graph([helper.make_node("Relu", ["x"], ["y"])], "g", [x], [y]),
+                              opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8  # readable by every onnxruntime the lock could hold
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    out = session.run(None, {"x": np.array([-1.0, 2.0], dtype=np.float32)})[0]
+    if out.tolist() != [0.0, 2.0]:
+        raise RuntimeError(f"Relu([-1, 2]) gave {out.tolist()}")
+    onnx.checker.check_model(model)
+
+
 def check_tts() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         for cmd in (["espeak-ng", "-w", f"{tmp}/e.wav", "a"], ["flite", "-t", "a", "-o", f"{tmp}/f.wav"]):
@@ -74,6 +92,7 @@ CHECKS: list[tuple[str, Callable[[], None], str]] = [
     ("torchaudio's extension (forced_align)", check_torchaudio_extension,
      f"torchaudio must match torch exactly; {REINSTALL}"),
     ("torchaudio ctc_decoder (flashlight-text)", check_ctc_decoder, REINSTALL),
+    ("onnxruntime running an ONNX graph", check_onnxruntime, REINSTALL),
     ("soundfile reading FLAC (libsndfile)", check_soundfile_flac, "apt-get install libsndfile1, then " + REINSTALL),
     ("speech synthesis (espeak-ng, flite, wordnet-base)", check_tts,
      "apt-get install espeak-ng flite wordnet-base"),

@@ -133,3 +133,53 @@ def keep_logging():
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+def train_memorizer(tiny_corpus: dict, run_dir: Path, count: int = 3, steps: int = 300, features: dict | None = None,
+                    **model) -> list:
+    """Train a tiny model until it has memorised the first `count` training utterances of the tiny corpus
+    (300 steps, ~7 s on one core; deterministic) so deployment tests have real, non-empty transcripts to compare.
+    Returns those utterances; their text is what the model says."""
+    from asr import train
+    from asr.config import (
+        AugmentConfig,
+        DataConfig,
+        FeatureConfig,
+        ModelConfig,
+        OptimConfig,
+        TrainConfig,
+        TrainerConfig,
+    )
+    from asr.data.manifest import read_manifest, write_manifest
+
+    utts = read_manifest(tiny_corpus["train"])[:count]
+    manifest = run_dir.parent / f"{run_dir.name}.jsonl"
+    write_manifest(manifest, utts)
+    model_cfg = dict(conv_channels=[8, 8], rnn_hidden=64, rnn_layers=1, dropout=0.0)
+    model_cfg.update(model)
+    train.main(TrainConfig(
+        data=DataConfig(name="memorise", train_manifests=[str(manifest)], dev_manifests={"dev": str(manifest)},
+                        max_batch_seconds=30.0, num_workers=0, min_duration=0.1, max_duration=20.0),
+        features=FeatureConfig(**(features or {})), model=ModelConfig(**model_cfg),
+        optim=OptimConfig(lr=1e-2, warmup_steps=5),
+        augment=AugmentConfig(spec_augment=False, speed_perturb=[]),
+        trainer=TrainerConfig(max_steps=steps, max_epochs=100_000, device="cpu", threads=1, progress=False,
+                              num_images=0, log_every=1000, val_every_epochs=100_000),
+        run_dir=str(run_dir)))
+    return utts
+
+
+@pytest.fixture(scope="session")
+def deploy_run(tiny_corpus, tmp_path_factory) -> dict:
+    """A bidirectional tiny model that says its three training utterances word for word:
+    {"run": run dir, "utts": [Utterance]} (export, transcribe backends and the server test against it)."""
+    run = tmp_path_factory.mktemp("deploy") / "run"
+    return {"run": run, "utts": train_memorizer(tiny_corpus, run)}
+
+
+@pytest.fixture(scope="session")
+def streaming_run(tiny_corpus, tmp_path_factory) -> dict:
+    """deploy_run's streaming twin: 2 x LSTM-64 + lookahead 2, unnormalised features (what model=streaming sets)."""
+    run = tmp_path_factory.mktemp("deploy_streaming") / "run"
+    return {"run": run, "utts": train_memorizer(tiny_corpus, run, features={"normalize": "none"}, rnn_layers=2,
+                                                bidirectional=False, lookahead=2)}

@@ -7,7 +7,15 @@ import soundfile as sf
 import torch
 from conftest import tone
 
-from asr.audio import AudioInfo, AudioLoadError, audio_info, load_audio, write_flac
+from asr.audio import (
+    AudioInfo,
+    AudioLoadError,
+    AudioTooLongError,
+    audio_info,
+    load_audio,
+    read_audio_bytes,
+    write_flac,
+)
 from asr.errors import UserError
 
 SR = 16000
@@ -116,3 +124,32 @@ def test_write_flac_round_trip_and_clipping(tmp_path):
     assert torch.allclose(load_audio(tmp_path / "a.flac"), wave, atol=STEP)
     write_flac(tmp_path / "loud.flac", np.array([2.0, -3.0, 0.5], dtype=np.float32))
     assert np.allclose(load_audio(tmp_path / "loud.flac").numpy(), [1.0, -1.0, 0.5], atol=STEP)
+
+
+def test_read_audio_bytes_equals_load_audio(tmp_path):
+    path = tmp_path / "st.flac"
+    sf.write(path, np.stack([tone(0.7, 44100), tone(0.7, 44100, freq=300)], axis=1), 44100, format="FLAC",
+             subtype="PCM_16")
+    assert torch.equal(read_audio_bytes(path.read_bytes(), "upload.flac", SR), load_audio(path, SR))
+
+
+def test_read_audio_bytes_errors_name_the_upload(tmp_path):
+    for path in _corrupt_files(tmp_path):
+        with pytest.raises(AudioLoadError) as err:
+            read_audio_bytes(path.read_bytes(), "my talk.flac", SR)
+        assert "my talk.flac" in str(err.value) and "\n" not in str(err.value), path
+        assert "BytesIO" not in str(err.value)
+    sf.write(tmp_path / "none.wav", np.zeros(0, dtype=np.float32), SR)  # a header and no samples
+    with pytest.raises(AudioLoadError, match="empty: none.wav"):
+        read_audio_bytes((tmp_path / "none.wav").read_bytes(), "none.wav", SR)
+
+
+def test_read_audio_bytes_refuses_long_audio_from_the_header(tmp_path, monkeypatch):
+    path = tmp_path / "long.wav"
+    sf.write(path, tone(3.0, 8000), 8000)
+    data = path.read_bytes()
+    assert read_audio_bytes(data, "long.wav", SR, max_seconds=3.0).numel() == 3 * SR
+    monkeypatch.setattr(sf.SoundFile, "read", lambda *a, **k: pytest.fail("decoded audio it should refuse"))
+    with pytest.raises(AudioTooLongError, match=r"^long\.wav is 3\.0 s long; at most 2\.5 s") as err:
+        read_audio_bytes(data, "long.wav", SR, max_seconds=2.5)
+    assert (err.value.seconds, err.value.limit) == (pytest.approx(3.0), 2.5)

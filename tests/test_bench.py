@@ -46,9 +46,11 @@ def test_quick_run_reports_every_benchmark(tmp_path, capsys):
     assert bench.main(["--quick", "--scales", "1", "--out", str(tmp_path / "b")]) == 0
     result = json.loads((tmp_path / "b.json").read_text())
     benches = {r["bench"] for r in result["rows"]}
-    assert benches == {"features", "loading", "batching", "step", "decoding", "pipeline"}
+    assert benches == {"features", "loading", "batching", "step", "decoding", "backends", "pipeline"}
     for r in result["rows"]:
         assert r["ours"] > 0, r
     features = next(r for r in result["rows"] if r["bench"] == "features")
     assert features["extra"]["max abs diff"] < 1e-2  # the two compute the same log-mel
     assert "| features |" in (tmp_path / "b.md").read_text()
+    for r in (r for r in result["rows"] if r["bench"] == "backends"):  # exported models compute the same log-probs
+        assert r["alt"] > 0 and float(r["extra"]["max abs diff"]) < 1e-3, r

@@ -40,12 +40,12 @@ def test_reduced_precision_runs_the_model_in_bf16_and_returns_fp32():
     assert (out.log_probs - ref.log_probs).abs().max() < 0.25  # the same model, at bf16's resolution
 
 
-def test_spec_augment_only_when_given():
+def test_augment_only_when_given():
     feats, model, waves, lengths = _parts()
     spec = SpecAugment(AugmentConfig(freq_masks=2, freq_mask_width=20, time_masks=2))
     plain = forward(feats, model, waves, lengths)
     g = torch.Generator().manual_seed(3)
-    masked = forward(feats, model, waves, lengths, spec_augment=spec, generator=g)
+    masked = forward(feats, model, waves, lengths, augment=spec, generator=g)
     assert not torch.equal(plain.feats, masked.feats)
-    again = forward(feats, model, waves, lengths, spec_augment=spec, generator=torch.Generator().manual_seed(3))
+    again = forward(feats, model, waves, lengths, augment=spec, generator=torch.Generator().manual_seed(3))
     assert torch.equal(masked.feats, again.feats)  # seeded: the same masks for the same generator state

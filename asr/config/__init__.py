@@ -2,8 +2,9 @@
 
     base.py       ConfigError, check (the one validation style), Choice (enum fields), to_object, config_dir
     train.py      asr-train: features, augment, data, model, optim, trainer -> TrainConfig
-    inference.py  asr-eval / asr-transcribe: InferenceConfig (checkpoint, device, beam) -> EvalConfig,
+    inference.py  asr-eval / asr-transcribe: InferenceConfig (checkpoint or exported model, device, beam) -> EvalConfig,
                   TranscribeConfig; BeamConfig; Decoder
+    serve.py      asr-serve: ServeConfig (a checkpoint or an exported model, host/port, decoders, limits)
 
 Hydra composes configs/*.yaml over these schemas (registered in its ConfigStore by asr.hydra_cli).
 """
@@ -13,12 +14,14 @@ from asr.config.base import Choice, ConfigError, check, config_dir, to_container
 from asr.config.inference import (
     DATASETS,
     DECODERS,
+    Backend,
     BeamConfig,
     Decoder,
     EvalConfig,
     InferenceConfig,
     TranscribeConfig,
 )
+from asr.config.serve import ServeConfig
 from asr.config.train import (
     AugmentConfig,
     DataConfig,
@@ -34,7 +37,8 @@ from asr.config.train import (
 )
 
 __all__ = ["Choice", "ConfigError", "check", "config_dir", "to_container", "to_object", "register_configs",
-           "DATASETS", "DECODERS", "BeamConfig", "Decoder", "EvalConfig", "InferenceConfig", "TranscribeConfig",
+           "DATASETS", "DECODERS", "Backend", "BeamConfig", "Decoder", "EvalConfig", "InferenceConfig",
+           "TranscribeConfig", "ServeConfig",
            "AugmentConfig", "DataConfig", "FeatureConfig", "ModelConfig", "Normalize", "OptimConfig", "Precision",
            "RNNType", "Schedule", "TrainConfig", "TrainerConfig"]
 

@@ -17,6 +17,12 @@ class Decoder(Choice):
 
 DECODERS = tuple(d.value for d in Decoder)
 
+
+class Backend(Choice):
+    pytorch = "pytorch"  # the checkpoint itself
+    onnx = "onnx"  # an `asr-export format=onnx` model, run by onnxruntime
+    torchscript = "torchscript"  # an `asr-export format=torchscript` model, run by torch.jit
+
 # asr-eval's corpora: name -> (manifest folder under data_dir, default subsets)
 DATASETS = {"synthetic": ("synthetic/manifests", ["dev", "test"]),
             "librispeech": ("LibriSpeech/manifests", ["dev-clean", "dev-other", "test-clean", "test-other"])}
@@ -50,15 +56,36 @@ class BeamConfig:
 
 @dataclass
 class InferenceConfig:
-    """What every inference command needs: a checkpoint, where to run it, and how to beam-search."""
+    """What every inference command needs: a model (a checkpoint, or an exported model), where to run it, and
+    how to beam-search."""
 
-    checkpoint: Optional[str] = None  # required: a checkpoint .pt, or a run dir (its checkpoints/best.pt)
+    checkpoint: Optional[str] = None  # a checkpoint .pt, or a run dir (its checkpoints/best.pt)
     average_last: int = 1  # N > 1: average the weights of the newest N rolling checkpoints beside the checkpoint
-    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N"
+    device: str = "auto"  # "auto", "cpu", "cuda" or "cuda:N" (backend=pytorch; exported models run on the CPU)
     beam: BeamConfig = field(default_factory=BeamConfig)  # beam search and LM settings (beam, beam_lm)
+    # pytorch, onnx or torchscript; null = onnx/torchscript when `exported` is given (by its suffix), else pytorch
+    backend: Optional[Backend] = None
+    # An exported model file (asr-export); null with backend=onnx: <run>/export/model.onnx. (Not `model`: Hydra
+    # reads `model=X` as choosing a configs/model/ preset.)
+    exported: Optional[str] = None
 
     def __post_init__(self) -> None:
-        check(bool(self.checkpoint), "checkpoint", "required; pass checkpoint=PATH (a .pt file or a training run dir)")
+        if self.backend is None:
+            self.backend = (Backend.pytorch if not self.exported else
+                            Backend.onnx if str(self.exported).endswith(".onnx") else Backend.torchscript)
+        self.backend = Backend.parse(self.backend, "backend")
+        if self.backend == Backend.pytorch:
+            check(bool(self.checkpoint), "checkpoint",
+                  "required; pass checkpoint=PATH (a .pt file or a training run dir), or exported=PATH of an exported "
+                  "model")
+            check(not self.exported, "exported", f"{self.exported} is an exported model and backend=pytorch runs "
+                  "checkpoints; drop backend=pytorch (or set backend=onnx / torchscript)")
+        else:
+            check(bool(self.checkpoint or self.exported), "exported",
+                  f"backend={self.backend} needs exported=PATH of an exported model (asr-export), or checkpoint=RUN "
+                  "with one in RUN/export/")
+            check(self.average_last == 1, "average_last", "averaging needs checkpoints; export the average instead "
+                  "(asr-export average_last=N)")
         check(self.average_last >= 1, "average_last", f"must be >= 1, got {self.average_last}")
 
 
@@ -84,6 +111,8 @@ class EvalConfig(InferenceConfig):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        check(self.backend == Backend.pytorch, "backend", "asr-eval scores checkpoints (backend=pytorch); to check an "
+              "exported model, `asr-export` measures its parity and `asr-transcribe backend=onnx` runs it")
         check(self.corpus is None or self.corpus in DATASETS, "corpus",
               f"{self.corpus!r} is not a known corpus; use {' or '.join(DATASETS)} or null")
         check(self.corpus is not None or not self.subsets, "subsets",

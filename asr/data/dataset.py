@@ -22,6 +22,7 @@ from asr.audio import AudioLoadError, load_audio
 from asr.augment import add_noise, speed_perturb
 from asr.data.manifest import Utterance
 from asr.errors import UserError
+from asr.lengths import pad_waves
 from asr.text import CharTokenizer
 
 log = logging.getLogger(__name__)
@@ -58,13 +59,10 @@ class Batch:
 def collate(ids: list[str], waves: list[torch.Tensor], targets: list[list[int]], texts: list[str],
             skipped: list[str] | None = None, errors: list[str] | None = None) -> Batch:
     """Zero-pad waveforms (S,) and token id lists into a Batch; an empty list gives B = 0."""
-    wave_lengths = torch.tensor([w.numel() for w in waves], dtype=torch.int64)
+    wave_pad, wave_lengths = pad_waves(waves)
     target_lengths = torch.tensor([len(t) for t in targets], dtype=torch.int64)
-    b = len(waves)
-    wave_pad = torch.zeros(b, int(wave_lengths.max()) if b else 0, dtype=torch.float32)
-    target_pad = torch.zeros(b, int(target_lengths.max()) if b else 0, dtype=torch.int64)
-    for i, (w, t) in enumerate(zip(waves, targets)):
-        wave_pad[i, : w.numel()] = w
+    target_pad = torch.zeros(len(targets), int(target_lengths.max()) if targets else 0, dtype=torch.int64)
+    for i, t in enumerate(targets):
         target_pad[i, : len(t)] = torch.as_tensor(t, dtype=torch.int64)
     return Batch(ids=list(ids), waves=wave_pad, wave_lengths=wave_lengths, targets=target_pad,
                  target_lengths=target_lengths, texts=list(texts), skipped=list(skipped or []),

@@ -14,6 +14,19 @@ import numpy as np
 SAMPLE_RATE = 16000
 
 
+def cpu_name() -> str:
+    """The CPU's model name and core count, for the header every benchmark report starts with."""
+    import os
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in open("/proc/cpuinfo") if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    return f"{cpu}, {os.cpu_count()} cores"
+
+
 @dataclass
 class Row:
     """One measurement: ours beside an alternative (or alone) at `scale` x the base work."""

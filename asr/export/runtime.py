@@ -1,0 +1,143 @@
+"""Run an exported model (ONNX through onnxruntime, or TorchScript) from its file and sidecar JSON alone.
+
+`ExportedModel` offers what inference code uses of a checkpoint's `LoadedModel` (log_probs, tokenizer,
+sample_rate, frame_seconds, samples_per_frame, output_frames), so `asr-transcribe backend=onnx` and
+`asr-serve model=...` run the very file a user ships, with the same decoders.
+
+Shapes: B batch, S samples, T' output frames, C vocabulary incl. blank.
+"""
+from __future__ import annotations
+
+import json
+import os
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from asr.checkpoint import run_dir_of
+from asr.errors import UserError
+from asr.features import frame_lengths
+from asr.model import subsampled_lengths
+from asr.text import CharTokenizer
+
+
+class ExportError(UserError):
+    """An exported model that cannot be written, found or run (the message names the file and what to do)."""
+
+
+def sidecar_path(model_path: str | Path) -> Path:
+    """model.onnx -> model.onnx.json (the sidecar `asr-export` writes beside it; one per file, so an ONNX and a
+    TorchScript export of one model may share a folder)."""
+    p = Path(model_path)
+    return p.with_name(p.name + ".json")
+
+
+def default_export_path(checkpoint_file: Path, fmt: str) -> Path:
+    """Where `asr-export` puts a checkpoint's export by default: <run dir>/export/model.onnx (or model.pt)."""
+    base = run_dir_of(checkpoint_file) or checkpoint_file.parent
+    return base / "export" / ("model.onnx" if fmt == "onnx" else "model.pt")
+
+
+class ExportedModel:
+    """An exported model ready to run on the CPU: `.log_probs(waves, lengths)` like `LoadedModel.log_probs`."""
+
+    device = torch.device("cpu")  # inputs may live anywhere; outputs come back on the CPU
+
+    def __init__(self, path: str | Path, threads: int | None = None):
+        self.path = Path(path)
+        meta_path = sidecar_path(self.path)
+        if not self.path.is_file():
+            raise ExportError(f"exported model not found: {self.path}; write one with `asr-export checkpoint=RUN "
+                              f"out={self.path}`")
+        if not meta_path.is_file():
+            raise ExportError(f"{self.path}: its sidecar {meta_path.name} is missing (vocabulary, sample rate, "
+                              f"features); keep the .json `asr-export` wrote beside the model")
+        try:
+            self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
+            self.tokenizer = CharTokenizer(vocab=list(self.meta["vocab"]))
+            self.format = str(self.meta["format"])
+            self._strides = list(self.meta["model"]["conv_time_strides"])
+            self._hop = int(self.meta["samples_per_frame"]) // int(np.prod(self._strides))
+        except (ValueError, KeyError, TypeError) as exc:
+            raise ExportError(f"{meta_path}: not a usable sidecar ({type(exc).__name__}: {exc}); re-export the "
+                              f"model") from None
+        self.threads = threads or min(4, os.cpu_count() or 1)
+        self._run = self._onnx_runner() if self.format == "onnx" else self._torchscript_runner()
+
+    # --- what inference code reads -------------------------------------------------------------------------
+    @property
+    def sample_rate(self) -> int:
+        return int(self.meta["sample_rate"])
+
+    @property
+    def samples_per_frame(self) -> int:
+        return int(self.meta["samples_per_frame"])
+
+    @property
+    def frame_seconds(self) -> float:
+        return self.samples_per_frame / self.sample_rate
+
+    def describe(self) -> str:
+        return f"{self.format} export of {self.meta.get('description', 'an acoustic model')} ({self.path.name})"
+
+    def output_frames(self, num_samples: int) -> int:
+        """T' the model gives for num_samples samples (the front-end's and the conv subsampling's arithmetic)."""
+        return int(subsampled_lengths(frame_lengths(torch.tensor([num_samples]), self._hop), self._strides)[0])
+
+    @torch.no_grad()
+    def log_probs(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(waves (B, S) fp32, lengths (B,)) -> (log_probs (B, T', C) fp32, out_lengths (B,) int64) on the CPU."""
+        return self._run(waves.float().cpu().contiguous(), lengths.to(torch.int64).cpu())
+
+    # --- the two runtimes ----------------------------------------------------------------------------------
+    def _onnx_runner(self):
+        session = onnx_session(self.path, self.threads)
+
+        def run(waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            lp, n = session.run(["log_probs", "out_lengths"], {"waves": waves.numpy(), "lengths": lengths.numpy()})
+            return torch.from_numpy(lp), torch.from_numpy(n).to(torch.int64)
+
+        return run
+
+    def _torchscript_runner(self):
+        module = load_torchscript(self.path)
+
+        def run(waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+            lp, n = module(waves, lengths)
+            return lp.float(), n.to(torch.int64)
+
+        return run
+
+
+def onnx_session(path: Path, threads: int):
+    """An onnxruntime CPU session for `path` (whole-utterance model or streaming step); ExportError if it won't load."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = threads
+    opts.inter_op_num_threads = 1
+    opts.log_severity_level = 3  # warnings about unused initialisers etc. are not the user's concern
+    try:
+        return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own Fail/InvalidProtobuf types
+        raise ExportError(f"{path}: onnxruntime cannot load it ({str(exc).splitlines()[0][:200]}); "
+                          f"re-export with `asr-export format=onnx`") from None
+
+
+def load_torchscript(path: Path) -> torch.jit.ScriptModule:
+    """A TorchScript file in eval mode on the CPU; ExportError if it won't load."""
+    try:
+        with warnings.catch_warnings():  # torch 2.11 marks TorchScript deprecated; the format still loads
+            warnings.simplefilter("ignore", DeprecationWarning)
+            return torch.jit.load(str(path), map_location="cpu").eval()
+    except (RuntimeError, ValueError) as exc:
+        raise ExportError(f"{path}: torch.jit cannot load it ({str(exc).splitlines()[0][:200]}); "
+                          f"re-export with `asr-export format=torchscript`") from None
+
+
+def load_exported(path: str | Path, threads: int | None = None) -> ExportedModel:
+    """An exported model file (.onnx or TorchScript .pt with its .json sidecar), ready to run."""
+    return ExportedModel(path, threads)

@@ -1,0 +1,102 @@
+"""asr-export: ONNX (onnxruntime) and TorchScript files match the PyTorch model on real utterances of several
+lengths, alone and padded in one batch; greedy transcripts identical; a file is only published when it passes,
+and its sidecar holds everything a runtime needs."""
+from __future__ import annotations
+
+import json
+
+import pytest
+import torch
+
+from asr.audio import load_audio
+from asr.decoding.greedy import greedy_decode
+from asr.export.exporter import export
+from asr.export.runtime import ExportError, load_exported, sidecar_path
+from asr.inference import load_model
+from asr.lengths import pad_waves
+
+TOLERANCE = 1e-3  # max |log-prob| difference on valid frames; measured ~1e-4 on this model (fp32 rounding)
+
+
+@pytest.fixture(scope="module")
+def loaded(deploy_run):
+    return load_model(deploy_run["run"], "cpu")
+
+
+@pytest.fixture(scope="module")
+def waves(deploy_run, loaded):
+    return [load_audio(u.audio_filepath, loaded.sample_rate) for u in deploy_run["utts"]]
+
+
+@pytest.fixture(scope="module", params=["onnx", "torchscript"])
+def exported(request, loaded, waves, tmp_path_factory):
+    out = tmp_path_factory.mktemp(request.param) / ("model.onnx" if request.param == "onnx" else "model.pt")
+    meta = export(loaded, request.param, out, waves, TOLERANCE)
+    return out, meta
+
+
+def test_parity_alone_and_padded(exported, loaded, waves, deploy_run):
+    out, meta = exported
+    runtime = load_exported(out, threads=1)
+    assert len({w.numel() for w in waves}) == len(waves)  # several lengths
+    batch, lengths = pad_waves(waves)
+    ref_lp, ref_n = loaded.log_probs(batch, lengths)
+    lp, n = runtime.log_probs(batch, lengths)
+    assert torch.equal(n, ref_n)
+    for k, w in enumerate(waves):
+        t = int(n[k])
+        assert (lp[k, :t] - ref_lp[k, :t]).abs().max() < TOLERANCE
+        alone, n1 = runtime.log_probs(w[None], torch.tensor([w.numel()]))
+        assert int(n1[0]) == t and (alone[0, :t] - ref_lp[k, :t]).abs().max() < TOLERANCE
+        assert runtime.output_frames(w.numel()) == t
+    texts = greedy_decode(lp, n, runtime.tokenizer)
+    assert texts == greedy_decode(ref_lp, ref_n, loaded.tokenizer) == [u.text for u in deploy_run["utts"]]
+    p = meta["parity"]
+    assert p["utterances"] == 3 and p["greedy_identical"] and 0 <= p["max_abs_diff"] < TOLERANCE
+
+
+def test_sidecar_describes_the_model_without_the_project(exported, loaded):
+    out, _ = exported
+    meta = json.loads(sidecar_path(out).read_text())
+    assert meta["vocab"] == loaded.tokenizer.vocab and meta["blank"] == 0
+    assert meta["sample_rate"] == 16000 and meta["samples_per_frame"] == 640
+    assert meta["features"]["n_mels"] == loaded.config.features.n_mels and meta["features"]["normalize"] == "utterance"
+    assert meta["model_file"] == out.name and meta["format"] in ("onnx", "torchscript")
+    assert meta["source"]["checkpoint"].endswith("best.pt") and meta["versions"]["torch"]
+
+
+@pytest.mark.parametrize("exported", ["onnx"], indirect=True)
+def test_onnx_graph_has_dynamic_batch_and_time(exported):
+    out, _ = exported
+    import onnx
+    graph = onnx.load(str(out)).graph
+    dims = {i.name: [d.dim_param or d.dim_value for d in i.type.tensor_type.shape.dim] for i in graph.input}
+    assert dims == {"waves": ["batch", "samples"], "lengths": ["batch"]}
+    assert [o.name for o in graph.output] == ["log_probs", "out_lengths"]
+
+
+def test_a_failed_parity_check_publishes_nothing(loaded, waves, tmp_path, monkeypatch):
+    out = tmp_path / "model.onnx"
+    with pytest.raises(ExportError, match="does not match the PyTorch model"):
+        export(loaded, "onnx", out, waves, tolerance=1e-12)
+    assert list(tmp_path.iterdir()) == []  # neither the model nor its sidecar nor a temp file
+
+
+def test_unknown_format_and_missing_files_are_clear_errors(loaded, waves, tmp_path):
+    with pytest.raises(ExportError, match="format: 'tflite'"):
+        export(loaded, "tflite", tmp_path / "m.tflite", waves)
+    with pytest.raises(ExportError, match="not found"):
+        load_exported(tmp_path / "nope.onnx")
+    (tmp_path / "lonely.onnx").write_bytes(b"x")
+    with pytest.raises(ExportError, match="sidecar lonely.onnx.json is missing"):
+        load_exported(tmp_path / "lonely.onnx")
+
+
+def test_a_corrupt_model_file_is_a_clear_error(exported, tmp_path):
+    out, _ = exported
+    bad = tmp_path / out.name
+    bad.write_bytes(b"not a model")
+    sidecar_path(bad).write_text(sidecar_path(out).read_text())
+    with pytest.raises(ExportError, match="cannot load it"):
+        load_exported(bad)
+

@@ -1,0 +1,57 @@
+"""The server's engine side: one upload's bytes -> result, for a checkpoint and for an exported ONNX model, and
+the posteriorgram picture."""
+from __future__ import annotations
+
+import io
+
+import matplotlib.image as mpimg
+import pytest
+import torch
+from serve_client import serve_config, utterances
+
+from asr.audio import AudioLoadError, AudioTooLongError
+from asr.config import ServeConfig
+from asr.inference import load_engine
+from asr.serve.engine import Transcriber
+from asr.serve.posteriorgram import posteriorgram_png, token_labels
+from asr.text import CharTokenizer
+
+
+def test_transcriber_result_and_errors(deploy_run):
+    cfg = serve_config(deploy_run["run"], max_audio_seconds=10.0)
+    transcriber = Transcriber(load_engine(cfg), cfg)
+    assert list(transcriber.decoders) == ["greedy", "beam"]
+    for utt, data in utterances(deploy_run):
+        result = transcriber.transcribe(data, "x.flac", "beam")
+        assert result["text"] == utt.text and result["decoder"] == "beam"
+        assert set(result) == {"filename", "text", "words", "decoder", "duration", "frame_seconds",
+                               "processing_seconds"}
+    with pytest.raises(AudioLoadError, match="cannot decode junk.bin"):
+        transcriber.transcribe(b"\x00" * 100, "junk.bin", "greedy")
+    cfg.max_audio_seconds = 0.5
+    with pytest.raises(AudioTooLongError, match=r"^x\.flac is \d\.\d s long; at most 0\.5 s"):
+        transcriber.transcribe(utterances(deploy_run)[0][1], "x.flac", "greedy")
+
+
+def test_an_exported_onnx_model_serves_the_same_transcripts(deploy_run, tmp_path):
+    from asr.export.cli import main as export
+
+    model = tmp_path / "model.onnx"
+    export({"checkpoint": str(deploy_run["run"]), "format": "onnx", "out": str(model),
+            "check_audio": [u.audio_filepath for u in deploy_run["utts"]]})
+    cfg = ServeConfig(exported=str(model), decoders=["greedy"])
+    engine = load_engine(cfg)
+    assert "onnx" in engine.describe()
+    transcriber = Transcriber(engine, cfg)
+    for utt, data in utterances(deploy_run):
+        assert transcriber.transcribe(data, "x.flac", "greedy")["text"] == utt.text
+
+
+def test_posteriorgram_has_a_row_per_token_and_grows_with_time():
+    tok = CharTokenizer()
+    assert token_labels(tok)[:4] == ["blank", "space", "' (apostrophe)", "A"] and len(token_labels(tok)) == tok.size
+    log_probs = torch.log_softmax(torch.randn(50, tok.size, generator=torch.Generator().manual_seed(0)) * 3, -1)
+    short = mpimg.imread(io.BytesIO(posteriorgram_png(log_probs, tok, 0.04)), format="png")
+    long = mpimg.imread(io.BytesIO(posteriorgram_png(log_probs.repeat(8, 1), tok, 0.04)), format="png")
+    assert short.shape[0] == long.shape[0] and long.shape[1] > short.shape[1] > 300
+    assert short[..., :3].std() > 0.1  # drawn, not blank

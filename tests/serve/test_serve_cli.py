@@ -1,0 +1,105 @@
+"""`asr-serve` as a user runs it: a real process that logs its URL, answers, and stops cleanly on SIGTERM; and
+configuration mistakes as one line naming the key (exit status 2)."""
+from __future__ import annotations
+
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from serve_client import request, transcribe, utterances
+
+from asr.config import ConfigError, ServeConfig, to_object
+from asr.serve.cli import cli
+
+URL = re.compile(r"serving .* on (http://127\.0\.0\.1:\d+/)")
+
+
+def read_lines(stream, lines: list[str]) -> None:
+    for line in stream:
+        lines.append(line)
+
+
+def test_process_serves_then_stops_cleanly_on_sigterm(deploy_run, tmp_path):
+    script = Path(sys.executable).with_name("asr-serve")  # the console script pyproject.toml declares
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "asr.serve.cli"]
+    proc = subprocess.Popen([*command, f"checkpoint={deploy_run['run']}", "port=0",
+                             "device=cpu", "decoders=[greedy]"], cwd=tmp_path, stderr=subprocess.PIPE,
+                            stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    reader = threading.Thread(target=read_lines, args=(proc.stderr, lines), daemon=True)
+    reader.start()
+    try:
+        deadline = time.monotonic() + 90
+        url = None
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            url = next((m.group(1) for m in map(URL.search, list(lines)) if m), None)
+            time.sleep(0.05)
+        assert url, "no URL logged:\n" + "".join(lines)
+        status, health, _ = request(f"{url}health")
+        assert status == 200 and health["decoders"] == ["greedy"]
+        utt, data = utterances(deploy_run)[1]
+        status, result = transcribe(url.rstrip("/"), data)
+        assert status == 200 and result["text"] == utt.text
+        proc.send_signal(signal.SIGTERM)
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(5)
+    log = "".join(lines)
+    assert "stopped by SIGTERM after answering the requests in flight; clean shutdown" in log
+    assert "Traceback" not in log and proc.stdout.read() == ""
+    assert list(tmp_path.iterdir()) == []  # no Hydra output folder
+
+
+def run_cli(monkeypatch, capsys, *args: str) -> str:
+    monkeypatch.setattr(sys, "argv", ["asr-serve", *args])
+    with pytest.raises(SystemExit) as exc:
+        cli()
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1, err
+    return err[0]
+
+
+def test_bad_configs_are_one_line_naming_the_key(deploy_run, tmp_path, monkeypatch, capsys, keep_logging):
+    monkeypatch.chdir(tmp_path)
+    run = f"checkpoint={deploy_run['run']}"
+    assert run_cli(monkeypatch, capsys, run, "port=-1") == (
+        "asr-serve: error: port: must be in 0..65535 (0 = any free port), got -1")
+    assert run_cli(monkeypatch, capsys, run, "exported=model.onnx").startswith(
+        "asr-serve: error: exported: give either checkpoint=PATH or exported=PATH, not both")
+    assert run_cli(monkeypatch, capsys, "port=8000").startswith("asr-serve: error: checkpoint: required")
+    assert run_cli(monkeypatch, capsys, run, "decoder=beam_lm").startswith("asr-serve: error: decoder: beam_lm is "
+                                                                           "not among decoders ['greedy', 'beam']")
+    assert run_cli(monkeypatch, capsys, run, "max_upload_mb=0") == (
+        "asr-serve: error: max_upload_mb: must be > 0, got 0.0")
+
+
+def test_a_taken_port_is_one_line(deploy_run, tmp_path, monkeypatch, capsys, keep_logging):
+    monkeypatch.chdir(tmp_path)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        line = run_cli(monkeypatch, capsys, f"checkpoint={deploy_run['run']}", f"port={port}", "device=cpu")
+    assert line.startswith(f"asr-serve: error: port: cannot listen on 127.0.0.1:{port} (")
+    assert line.endswith("choose another port=N (0 = any free port)")
+
+
+def test_schema_defaults_serve_loopback_with_greedy_and_beam():
+    cfg = to_object({"checkpoint": "x.pt"}, ServeConfig)
+    assert (cfg.host, cfg.port, cfg.decoder, cfg.decoders) == ("127.0.0.1", 8000, "greedy", ["greedy", "beam"])
+    assert cfg.max_upload_bytes == 20 * 2**20
+    with pytest.raises(ConfigError, match=r"^workers: must be >= 1"):
+        to_object({"checkpoint": "x.pt", "workers": 0}, ServeConfig)
+    with pytest.raises(ConfigError, match=r"^beam\.lm_path"):
+        to_object({"checkpoint": "x.pt", "decoders": ["greedy", "beam_lm"]}, ServeConfig)
