@@ -17,4 +17,7 @@ RUN .venv/bin/pip install --no-deps --no-build-isolation -e . \
  && cat requirements.lock pyproject.toml | sha256sum | cut -d' ' -f1 > .venv/.asr-installed \
  && .venv/bin/python scripts/check_install.py
 ENV PATH=/app/.venv/bin:$PATH
+# asr-serve listens on loopback by default; inside a container publish it with
+#   docker run -p 8000:8000 -v $PWD/runs:/app/runs IMAGE asr-serve checkpoint=runs/RUN host=0.0.0.0
+EXPOSE 8000
 CMD ["bash", "scripts/demo.sh"]
