@@ -39,8 +39,14 @@ def setup(device_type: str) -> DistInfo:
     return info
 
 
-def teardown() -> None:
+def teardown(synchronize: bool = True) -> None:
+    """Destroy the process group. After a clean finish every rank first waits at a barrier, so no rank tears its
+    gloo connections down while a peer is still finishing its last collective or checkpoint (a rank that left
+    early made the other abort at exit now and then: "terminate called without an active exception"). After an
+    error there is no barrier: the failed rank must not wait for peers that may never arrive; torchrun stops them."""
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 

@@ -113,13 +113,16 @@ def main(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
     disk or a read-only run directory is a one-line UserError naming the path (the checkpoints already written
     stay intact: every write is atomic)."""
     cfg = to_object(cfg, TrainConfig)
+    finished = False
     try:
         run_dir = rundir.resolve_run_dir(cfg)
         with contextlib.ExitStack() as scope:
             if dist_utils.launched_rank() == 0:
                 scope.enter_context(rundir.exclusive(run_dir))
                 rundir.remove_stale_temp_files(run_dir / "checkpoints")
-            return _train(cfg, run_dir)
+            summary = _train(cfg, run_dir)
+        finished = True
+        return summary
     except OSError as exc:
         if exc.errno not in hydra_cli.STORAGE_ERRNOS:
             raise
@@ -127,7 +130,7 @@ def main(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
                         f"writable run_dir=... (checkpoints already written are complete; the run resumes from "
                         f"them)") from None
     finally:
-        dist_utils.teardown()
+        dist_utils.teardown(synchronize=finished)
 
 
 def _train(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:

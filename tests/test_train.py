@@ -273,7 +273,7 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_corpus):
     run = tmp_path / "ddp"
     common = {"data.dev_max_utterances": 4, "data.max_batch_seconds": 12, "data.max_duration": 10}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "asr.train"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # a rank that aborts prints its stacks
     r = subprocess.run([*cmd, *tiny_train_overrides(tiny_corpus, run, **common, **{"trainer.max_steps": 4})],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
     assert r.returncode == 0, r.stdout + r.stderr

@@ -97,7 +97,7 @@ def test_ddp_gradient_equals_single_process_on_the_same_global_batch(tmp_path, t
     probe_cfg = dataclasses.replace(cfg, run_dir=str(tmp_path / "ddp"))
     cfg_file.write_text(OmegaConf.to_yaml(OmegaConf.structured(probe_cfg)))
     (tmp_path / "ddp").mkdir()
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}  # an abort prints its stacks
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                         str(ROOT / "tests" / "ddp_grad_probe.py"), str(cfg_file), str(tmp_path / "ddp")],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
