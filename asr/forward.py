@@ -30,21 +30,26 @@ class ForwardOutput:
     out_lengths: torch.Tensor  # (B,) valid output frames
     feats: torch.Tensor  # (B, T, F) the features the model saw (augmented when training)
     frames: torch.Tensor  # (B,) valid feature frames
+    inter_log_probs: Optional[torch.Tensor] = None  # (B, T', C) fp32, an intermediate layer's (intermediate=True)
 
 
 def forward(featurizer: torch.nn.Module, model: torch.nn.Module, waves: torch.Tensor, wave_lengths: torch.Tensor,
             *, precision: Optional[torch.dtype] = None, augment: Optional[torch.nn.Module] = None,
-            generator: Optional[torch.Generator] = None) -> ForwardOutput:
+            generator: Optional[torch.Generator] = None, intermediate: bool = False) -> ForwardOutput:
     """Run (waves (B, S), wave_lengths (B,)) through `featurizer` and `model` (an AcousticModel, or its DDP
     wrapper); both tensors must already be on the model's device.
 
     precision: autocast dtype for the model (None = fp32; see `amp_dtype`). augment: feature augmentation
     (`asr.augment.FeatureAugment`: VTLP, SpecAugment masks), applied when given (training only), drawing its
-    random choices from `generator`.
+    random choices from `generator`. intermediate: also return the intermediate CTC layer's log-probs
+    (model.inter_ctc_weight > 0; training only).
     """
     feats, frames = featurizer(waves, wave_lengths)  # (B, T, F), (B,)
     if augment is not None:
         feats = augment(feats, frames, generator=generator)
     with torch.autocast(device_type=waves.device.type, dtype=precision, enabled=precision is not None):
-        log_probs, out_lengths = model(feats, frames)  # (B, T', C), (B,)
-    return ForwardOutput(log_probs.float(), out_lengths, feats, frames)
+        if intermediate:
+            log_probs, out_lengths, inter = model(feats, frames, intermediate=True)  # (B, T', C), (B,), (B, T', C)
+        else:
+            (log_probs, out_lengths), inter = model(feats, frames), None  # (B, T', C), (B,)
+    return ForwardOutput(log_probs.float(), out_lengths, feats, frames, None if inter is None else inter.float())

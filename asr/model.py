@@ -225,12 +225,19 @@ class AcousticModel(nn.Module):
                 f"(time /{self.subsampling}), {c.rnn_layers} x {rnn}{ahead}, vocab {self.vocab_size}{ctx}: "
                 f"{self.num_parameters() / 1e6:.2f} M parameters")
 
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor, intermediate: bool = False
+                ) -> tuple[torch.Tensor, ...]:
+        """-> (log_probs (B, T', C), out_lengths (B,)); with `intermediate` (training with model.inter_ctc_weight
+        > 0) also the log-probs of recurrent layer cfg.inter_layer through the same head, (B, T', C)."""
         lengths = lengths.to(feats.device).clamp(max=feats.shape[1])
         x, out_lengths = self.conv(feats, lengths)  # (B, T', D)
-        for layer in self.rnns:
+        inter = None
+        for i, layer in enumerate(self.rnns, start=1):
             x = layer(x, out_lengths)
+            if intermediate and i == self.cfg.inter_layer:
+                inter = self.head(x).float().log_softmax(dim=-1)
         if self.lookahead is not None:
             x = self.lookahead(x, out_lengths)
         logits = self.head(x)  # (B, T', C)
-        return logits.float().log_softmax(dim=-1), out_lengths
+        log_probs = logits.float().log_softmax(dim=-1)
+        return (log_probs, out_lengths) if inter is None else (log_probs, out_lengths, inter)

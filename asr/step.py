@@ -56,8 +56,12 @@ def train_step(run: Components, batch: Batch, state: TrainState) -> StepResult:
     # BatchNorm updates its running statistics in the forward pass: a NaN batch would poison them for good.
     buffers = [b.detach().clone() for b in run.raw_model.buffers()]
     fwd = forward(run.featurizer, run.model, batch.waves, batch.wave_lengths, precision=run.amp_dtype,
-                  augment=run.feature_augment, generator=gen)
+                  augment=run.feature_augment, generator=gen, intermediate=cfg.model.inter_ctc_weight > 0)
     losses, zeroed = ctc_loss(fwd.log_probs, fwd.out_lengths, batch.targets, batch.target_lengths)
+    if fwd.inter_log_probs is not None:  # intermediate CTC: the same targets, read at a lower layer
+        inter, _ = ctc_loss(fwd.inter_log_probs, fwd.out_lengths, batch.targets, batch.target_lengths)
+        w = cfg.model.inter_ctc_weight
+        losses = (1 - w) * losses + w * inter
     loss = losses.mean()
     if not torch.isfinite(loss):
         with torch.no_grad():

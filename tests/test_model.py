@@ -192,3 +192,32 @@ def test_runs_on_cuda_and_matches_cpu(dtype):
     atol = 1e-3 if dtype is None else 0.1  # fp32 on CUDA: cuDNN convs use TF32 by default
     for b, k in enumerate(out.tolist()):
         torch.testing.assert_close(lp[b, :k].cpu(), ref[b, :k], atol=atol, rtol=0)
+
+
+def test_intermediate_ctc_reads_the_chosen_layer_through_the_same_head():
+    """Oracle: the layers run by hand up to cfg.inter_ctc_layer, then the head and log_softmax; the final
+    log-probs are those of the plain call (inference never asks for the intermediate output)."""
+    model = build(tiny(rnn_layers=3, inter_ctc_weight=0.3))
+    assert model.cfg.inter_layer == 2  # the middle layer by default
+    x, L = padded_batch([30, 17])
+    with torch.no_grad():
+        lp, out, inter = model(x, L, intermediate=True)
+        plain_lp, plain_out = model(x, L)
+        h, n = model.conv(x, L)
+        for layer in model.rnns[:2]:
+            h = layer(h, n)
+        expected = model.head(h).log_softmax(-1)
+    torch.testing.assert_close(lp, plain_lp)
+    assert torch.equal(out, plain_out)
+    torch.testing.assert_close(inter, expected)
+    assert not torch.allclose(inter, lp)
+
+
+@pytest.mark.parametrize("kw, key", [({"inter_ctc_weight": 1.0}, "model.inter_ctc_weight"),
+                                     ({"inter_ctc_weight": 0.3, "inter_ctc_layer": 3}, "model.inter_ctc_layer"),
+                                     ({"inter_ctc_weight": 0.3, "inter_ctc_layer": 0}, "model.inter_ctc_layer")])
+def test_intermediate_ctc_settings_are_validated(kw, key):
+    from asr.config import ConfigError
+
+    with pytest.raises(ConfigError, match=key):
+        tiny(rnn_layers=3, **kw)

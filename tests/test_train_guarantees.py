@@ -140,6 +140,41 @@ def test_ddp_gradient_equals_single_process_on_the_same_global_batch(tmp_path, t
 # ------------------------------------------------------------------------------------------------ corrupt audio
 
 
+def test_intermediate_ctc_step_loss_is_the_weighted_sum_of_both_ctc_losses(tmp_path, tiny_corpus,
+                                                                           restore_global_state):
+    """Oracle: torch's CTC loss on the final and on the layer-1 log-probs of a copy of the model, per utterance
+    divided by target length, mixed (1 - w) and w; the step's loss (and so its gradient) is exactly that."""
+    import copy
+
+    import torch.nn.functional as F
+
+    from asr.runtime import build
+    from asr.state import TrainState
+    from asr.step import train_step
+
+    w = 0.4
+    cfg = _cfg(tiny_corpus, tmp_path / "run", **NO_RANDOMNESS, **{"model.inter_ctc_weight": w})
+    assert cfg.model.inter_layer == 1  # the middle of 2 layers
+    c = build(cfg, tmp_path / "run")
+    c.train_sampler.set_epoch(0)
+    c.train_dataset.set_epoch(0)
+    batch = next(iter(c.train_loader))
+    model = copy.deepcopy(c.raw_model).train()
+    with torch.no_grad():
+        feats, frames = c.featurizer(batch.waves, batch.wave_lengths)
+        log_probs, out, inter = model(feats, frames, intermediate=True)
+
+    def per_utt(lp):
+        raw = F.ctc_loss(lp.transpose(0, 1), batch.targets, out, batch.target_lengths, reduction="none")
+        return raw / batch.target_lengths
+
+    expected = ((1 - w) * per_utt(log_probs) + w * per_utt(inter)).mean()
+    result = train_step(c, batch, TrainState())
+    assert result.updated and not result.skipped
+    assert math.isclose(result.loss, float(expected), rel_tol=1e-5)
+    assert not math.isclose(result.loss, float(per_utt(log_probs).mean()), rel_tol=1e-3)
+
+
 def _corrupt_corpus(tiny_corpus, tmp_path: Path, n_bad: int) -> tuple[dict, list[str], int]:
     """The tiny training set with its `n_bad` shortest utterances (the first SortaGrad batch) pointing at
     copies overwritten with garbage bytes. Returns (corpus, bad ids, number of training utterances)."""

@@ -113,6 +113,10 @@ class ModelConfig:
     bidirectional: bool = True  # False for streaming (then use lookahead)
     lookahead: int = 0  # future frames of the lookahead convolution (unidirectional models only)
     dropout: float = 0.1  # between recurrent layers and before the head
+    # Intermediate CTC (Lee & Watanabe, 2021): training adds inter_ctc_weight x the CTC loss of an intermediate
+    # recurrent layer's output, read through the same head (no extra parameters; inference is unchanged).
+    inter_ctc_weight: float = 0.0  # 0 = off; the loss is (1 - w) x final CTC + w x intermediate CTC
+    inter_ctc_layer: Optional[int] = None  # 1-based recurrent layer; None = the middle one, (rnn_layers + 1) // 2
 
     def __post_init__(self) -> None:
         self.rnn_type = RNNType.parse(self.rnn_type, "model.rnn_type")
@@ -127,6 +131,14 @@ class ModelConfig:
         check(not (self.bidirectional and self.lookahead), "model.lookahead",
                "only applies to unidirectional models; set model.bidirectional=false or model.lookahead=0")
         check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        check(0 <= self.inter_ctc_weight < 1, "model.inter_ctc_weight", "must be in [0, 1) (0 turns it off)")
+        check(1 <= self.inter_layer < self.rnn_layers or self.inter_ctc_weight == 0, "model.inter_ctc_layer",
+              f"must name a recurrent layer below the last, 1..{self.rnn_layers - 1}, got {self.inter_layer}")
+
+    @property
+    def inter_layer(self) -> int:
+        """The intermediate CTC layer (1-based): model.inter_ctc_layer, or the middle of the stack."""
+        return self.inter_ctc_layer if self.inter_ctc_layer is not None else (self.rnn_layers + 1) // 2
 
     @property
     def subsampling(self) -> int:
