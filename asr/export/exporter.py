@@ -107,7 +107,8 @@ def measure_parity(reference: LoadedModel, exported: ExportedModel, waves: Seque
 
 def export(loaded: LoadedModel, fmt: str, out: str | Path, check_waves: Sequence[torch.Tensor],
            tolerance: float = DEFAULT_TOLERANCE) -> dict[str, Any]:
-    """Export `loaded` (on the CPU) to `out` in `fmt`; returns the sidecar written to out.with_suffix('.json').
+    """Export `loaded` (on the CPU) to `out` in `fmt`; returns the sidecar written beside it
+    (`sidecar_path(out)`, e.g. model.onnx.json).
 
     The file is written under a temporary name, checked (`measure_parity`), and renamed into place only if
     the check holds; otherwise ExportError says by how much it missed and nothing is left behind.

@@ -39,11 +39,15 @@ class ConvLogMel(nn.Module):
         self.n_fft, self.hop = n_fft, spec.hop_length
         self.num_bins = n_fft // 2 + 1
 
-    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        pad = self.n_fft // 2  # centre=True with zero ("constant") padding, as LogMel
-        x = nn.functional.pad(waves.float()[:, None, :], (pad, pad))  # (B, 1, S + n_fft)
-        y = nn.functional.conv1d(x, self.basis, stride=self.hop)  # (B, 2K, T)
+    def log_mel(self, samples: torch.Tensor) -> torch.Tensor:
+        """(B, S') samples, framed as they are (no centre padding) -> (B, T, F) log-mel, T = 1 + (S' - n_fft) // hop.
+        The streaming step (asr/export/streaming.py) calls it on windows that already start n_fft / 2 early."""
+        y = nn.functional.conv1d(samples[:, None, :], self.basis, stride=self.hop)  # (B, 2K, T)
         power = y[:, : self.num_bins] ** 2 + y[:, self.num_bins:] ** 2  # (B, K, T)
         mel = torch.matmul(power.transpose(1, 2), self.fb)  # (B, T, F)
-        feats = torch.log(mel + self.cfg.log_floor)
+        return torch.log(mel + self.cfg.log_floor)
+
+    def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        pad = self.n_fft // 2  # centre=True with zero ("constant") padding, as LogMel
+        feats = self.log_mel(nn.functional.pad(waves.float(), (pad, pad)))  # (B, T, F) from (B, S + n_fft)
         return normalize_and_mask(feats, frame_lengths(lengths, self.hop), self.cfg)

@@ -2,7 +2,7 @@
 
 `ExportedModel` offers what inference code uses of a checkpoint's `LoadedModel` (log_probs, tokenizer,
 sample_rate, frame_seconds, samples_per_frame, output_frames), so `asr-transcribe backend=onnx` and
-`asr-serve model=...` run the very file a user ships, with the same decoders.
+`asr-serve exported=...` run the very file a user ships, with the same decoders.
 
 Shapes: B batch, S samples, T' output frames, C vocabulary incl. blank.
 """
@@ -39,6 +39,12 @@ def default_export_path(checkpoint_file: Path, fmt: str) -> Path:
     """Where `asr-export` puts a checkpoint's export by default: <run dir>/export/model.onnx (or model.pt)."""
     base = run_dir_of(checkpoint_file) or checkpoint_file.parent
     return base / "export" / ("model.onnx" if fmt == "onnx" else "model.pt")
+
+
+def frames_for_samples(num_samples: int, hop: int, conv_time_strides: list[int]) -> int:
+    """T' for num_samples samples: the front-end's frame count, then the conv subsampling's (the same arithmetic
+    as LogMel.output_lengths and AcousticModel.output_lengths, from the sidecar's numbers alone)."""
+    return int(subsampled_lengths(frame_lengths(torch.tensor([num_samples]), hop), conv_time_strides)[0])
 
 
 class ExportedModel:
@@ -85,7 +91,7 @@ class ExportedModel:
 
     def output_frames(self, num_samples: int) -> int:
         """T' the model gives for num_samples samples (the front-end's and the conv subsampling's arithmetic)."""
-        return int(subsampled_lengths(frame_lengths(torch.tensor([num_samples]), self._hop), self._strides)[0])
+        return frames_for_samples(num_samples, self._hop, self._strides)
 
     @torch.no_grad()
     def log_probs(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -20,10 +20,10 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from asr.export.runtime import ExportError, load_torchscript, onnx_session, sidecar_path
+from asr.export.runtime import ExportError, frames_for_samples, load_torchscript, onnx_session, sidecar_path
 from asr.features import frame_lengths
 from asr.inference import LoadedModel
-from asr.model import AcousticModel, subsampled_lengths
+from asr.model import AcousticModel
 
 NOT_ENDED = 1 << 40  # total frames while a stream is still open: nothing is past its end yet
 
@@ -82,10 +82,7 @@ class StreamingStep(nn.Module):
 
     def forward(self, window, h, c, ahead, first, frames, out_frames):
         # Features of the window's frames (no centre padding: the window already starts n_fft / 2 early).
-        x = nn.functional.conv1d(window[:, None, :], self.frontend.basis, stride=self.hop)  # (B, 2K, n0)
-        k = self.frontend.num_bins
-        mel = torch.matmul((x[:, :k] ** 2 + x[:, k:] ** 2).transpose(1, 2), self.frontend.fb)
-        x = torch.log(mel + self.frontend.cfg.log_floor).unsqueeze(1)  # (B, 1, n0, F)
+        x = self.frontend.log_mel(window).unsqueeze(1)  # (B, 1, n0, F)
         limits = frames
         starts = self.first_frames(first)
         for conv, norm, (st, pad), start in zip(self.conv.convs, self.conv.norms, self.layers, starts):
@@ -168,9 +165,8 @@ class StreamingSession:
 
 
 def output_frames(spec: dict[str, Any], num_samples: int) -> int:
-    """T' of a stream of num_samples samples (the front-end's and the conv layers' arithmetic, from the spec)."""
-    frames = frame_lengths(torch.tensor([num_samples]), int(spec["hop"]))
-    return int(subsampled_lengths(frames, [st for st, _ in spec["conv_layers"]])[0])
+    """T' of a stream of num_samples samples (from the spec's hop and conv strides)."""
+    return frames_for_samples(num_samples, int(spec["hop"]), [st for st, _ in spec["conv_layers"]])
 
 
 def step_spec(step: StreamingStep, loaded: LoadedModel) -> dict[str, Any]:
