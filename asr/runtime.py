@@ -142,7 +142,7 @@ def build(cfg: TrainConfig, run_dir: Path) -> Components:
                                     rank=info.rank, world_size=info.world_size)
     dataset = AudioDataset(utts, tokenizer, sample_rate=cfg.features.sample_rate,
                            speed_perturb=cfg.augment.speed_perturb, noise_snr_db=cfg.augment.noise_snr_db,
-                           seed=tr.seed)
+                           seed=tr.seed, speed_per_batch=cfg.augment.speed_per_batch)
     loader = make_loader(dataset, sampler, cfg.data.num_workers, pin_memory=device.type == "cuda")
     wrapped = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
     amp = amp_dtype(tr.precision)

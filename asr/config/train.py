@@ -63,7 +63,8 @@ class AugmentConfig:
     freq_mask_width: int = 15  # max width (mel bins) of each frequency mask
     time_masks: int = 2  # number of time masks per utterance
     time_mask_max_frac: float = 0.05  # max width of each time mask as a fraction of the utterance's frames
-    speed_perturb: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # factors drawn per utterance; [] = off
+    speed_perturb: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # speed factors to draw from; [] = off
+    speed_per_batch: bool = True  # one factor per batch (padding stays as the sampler packed it); false: per utterance
     noise_snr_db: Optional[float] = None  # add white noise at this SNR (dB) to training audio; null = off
     vtlp: list[float] = field(default_factory=list)  # [min, max] VTLP warp per utterance, e.g. [0.9, 1.1]; [] = off
 

@@ -5,7 +5,10 @@ text has characters outside the vocabulary) is skipped with one warning naming i
 `Batch.skipped`; `BadDataGuard` aborts the run when too many are bad.
 
 Augmentation is reproducible across workers and resumes: the random draw of utterance `i` in epoch `e` comes
-from a generator seeded by (seed, e, i), never from worker-local state.
+from a generator seeded by (seed, e, i), never from worker-local state. With `speed_per_batch` one speed factor
+serves the whole batch, drawn from (seed, e, smallest index in the batch): an utterance is in one batch per epoch,
+so that names the batch. Stretching every utterance of a duration bucket alike keeps the batch as tightly packed
+as the sampler made it; a factor per utterance turns ~5 % padding into ~12 % (docs/RESULTS.md).
 """
 from __future__ import annotations
 
@@ -69,9 +72,11 @@ def collate(ids: list[str], waves: list[torch.Tensor], targets: list[list[int]],
                  errors=list(errors or []))
 
 
-def utterance_generator(seed: int, epoch: int, index: int) -> torch.Generator:
-    """The generator for utterance `index` in `epoch`: the same in any worker, process or resumed run."""
-    state = np.random.SeedSequence([seed % (1 << 64), epoch, index]).generate_state(2, dtype=np.uint32)
+def utterance_generator(seed: int, epoch: int, index: int, stream: int = 0) -> torch.Generator:
+    """The generator for utterance `index` in `epoch` (`stream` > 0: an independent one for another purpose):
+    the same in any worker, process or resumed run."""
+    key = [seed % (1 << 64), epoch, index] + ([stream] if stream else [])
+    state = np.random.SeedSequence(key).generate_state(2, dtype=np.uint32)
     return torch.Generator().manual_seed((int(state[0]) << 31) ^ int(state[1]))
 
 
@@ -79,15 +84,18 @@ class AudioDataset(Dataset):
     """`dataset[indices] -> Batch`: reads the utterances `indices` (a list from the sampler) as one batch.
 
     `speed_perturb` factors and `noise_snr_db` are for training data only; leave them at their defaults for
-    dev/test. Transcripts must already be normalized (manifests store normalized text).
+    dev/test. `speed_per_batch`: one factor per batch instead of one per utterance (see the module docstring).
+    Transcripts must already be normalized (manifests store normalized text).
     """
 
     def __init__(self, utts: list[Utterance], tokenizer: CharTokenizer, sample_rate: int = 16000,
-                 speed_perturb: Sequence[float] = (), noise_snr_db: float | None = None, seed: int = 0):
+                 speed_perturb: Sequence[float] = (), noise_snr_db: float | None = None, seed: int = 0,
+                 speed_per_batch: bool = False):
         self.utts = list(utts)
         self.tokenizer = tokenizer
         self.sample_rate = int(sample_rate)
         self.speed_factors = [float(f) for f in speed_perturb]
+        self.speed_per_batch = bool(speed_per_batch)
         self.noise_snr_db = noise_snr_db
         self.seed = int(seed)
         # Shared memory, so set_epoch in the main process reaches persistent DataLoader workers too
@@ -110,13 +118,22 @@ class AudioDataset(Dataset):
         """Select the augmentation draws of `epoch`; call it before iterating the loader for that epoch."""
         self._epoch[0] = int(epoch)
 
-    def _augment(self, wave: torch.Tensor, index: int) -> torch.Tensor:
+    def _speed_factor(self, g: torch.Generator) -> float:
+        return self.speed_factors[int(torch.randint(len(self.speed_factors), (1,), generator=g))]
+
+    def _batch_speed(self, indices: Sequence[int]) -> float | None:
+        """The batch's one speed factor (`speed_per_batch`), else None (each utterance draws its own)."""
+        if not (self.speed_factors and self.speed_per_batch and len(indices)):
+            return None
+        return self._speed_factor(utterance_generator(self.seed, self.epoch, min(int(i) for i in indices), stream=1))
+
+    def _augment(self, wave: torch.Tensor, index: int, batch_speed: float | None) -> torch.Tensor:
         if not self.speed_factors and self.noise_snr_db is None:
             return wave
         g = utterance_generator(self.seed, self.epoch, index)
         if self.speed_factors:
-            factor = self.speed_factors[int(torch.randint(len(self.speed_factors), (1,), generator=g))]
-            wave = speed_perturb(wave, self.sample_rate, factor)
+            factor = self._speed_factor(g)  # drawn even when the batch's factor is used: noise draws stay put
+            wave = speed_perturb(wave, self.sample_rate, factor if batch_speed is None else batch_speed)
         if self.noise_snr_db is not None:
             wave = add_noise(wave, self.noise_snr_db, g)
         return wave
@@ -131,6 +148,7 @@ class AudioDataset(Dataset):
 
     def __getitem__(self, indices: Sequence[int]) -> Batch:
         ids, waves, targets, texts, skipped, errors = [], [], [], [], [], []
+        batch_speed = self._batch_speed(indices)
         for i in indices:
             utt = self.utts[int(i)]
             try:
@@ -144,7 +162,7 @@ class AudioDataset(Dataset):
                 self._skip(utt, str(exc), skipped, errors)
                 continue
             ids.append(utt.id)
-            waves.append(self._augment(wave, int(i)))
+            waves.append(self._augment(wave, int(i), batch_speed))
             targets.append(target)
             texts.append(utt.text)
         return collate(ids, waves, targets, texts, skipped, errors)

@@ -115,6 +115,25 @@ def test_speed_perturb_is_reproducible_per_seed_epoch_and_index(corpus):
     assert plain[idx].wave_lengths.tolist() == frames.tolist()
 
 
+def test_speed_per_batch_stretches_the_whole_batch_alike(corpus):
+    utts, truth = corpus
+    idx = list(range(len(utts)))
+    factors = set()
+    for epoch in range(6):
+        ds = AudioDataset(utts, CharTokenizer(), speed_perturb=(0.9, 1.0, 1.1), seed=11, speed_per_batch=True)
+        ds.set_epoch(epoch)
+        batch = ds[idx]
+        ratio = torch.tensor([truth[u]["frames"] for u in batch.ids]) / batch.wave_lengths
+        assert (ratio - ratio[0]).abs().max() < 0.01  # one factor for every utterance of the batch
+        factor = min((0.9, 1.0, 1.1), key=lambda f: abs(f - float(ratio[0])))
+        assert abs(float(ratio[0]) - factor) < 0.01
+        factors.add(factor)
+        again = AudioDataset(utts, CharTokenizer(), speed_perturb=(0.9, 1.0, 1.1), seed=11, speed_per_batch=True)
+        again.set_epoch(epoch)
+        assert torch.equal(again[idx].waves, batch.waves)  # reproducible per seed, epoch and batch
+    assert len(factors) > 1  # the factor is drawn, not fixed
+
+
 def test_noise_is_reproducible(corpus):
     utts = corpus[0]
     a = AudioDataset(utts, CharTokenizer(), noise_snr_db=20.0, seed=1)[[0, 1]]
