@@ -4,6 +4,8 @@ seconds, final test WER per trainer).
 
     bash scripts/setup.sh && .venv/bin/python scripts/bench_accuracy.py --minutes 14 --seeds 1 2
 
+`--only peer` (or `ours`) runs one side's missing runs and stops; the full call then reuses them.
+
 Ours is `scripts/demo.sh` itself (set-up, corpus, training under the budget, 3-gram LM, test scored with greedy,
 beam and beam + LM with the LM weights tuned on dev), run with this budget and each seed. The peer is
 `../shared/peers/speechbrain/run_sb_ctc.py` in its own virtualenv (its README says how to make one); it is never
@@ -188,6 +190,8 @@ def main(argv: list[str] | None = None) -> None:
     p.add_argument("--out", type=Path, default=ROOT / "docs" / "bench_accuracy",
                    help="writes OUT.md, OUT.json and OUT.png")
     p.add_argument("--skip-peer", action="store_true", help="ours only (the peer's records are left out)")
+    p.add_argument("--only", choices=["ours", "peer"],
+                   help="run this side's missing runs now and stop (no table); a later full call reuses them")
     args = p.parse_args(argv)
     precision = "bf16" if native_bf16() else "fp32"  # demo.sh's default rule; passed to both trainers
     if not args.skip_peer and not args.peer.exists():  # checked before training anything
@@ -199,9 +203,13 @@ def main(argv: list[str] | None = None) -> None:
     args.work.mkdir(parents=True, exist_ok=True)
     records = []
     for seed in args.seeds:  # one after the other, never two at once: they share the cores
-        records.append(ours(seed, args, args.work, precision))  # first: demo.sh also installs and makes the corpus
-        if not args.skip_peer:
+        if args.only != "peer":
+            records.append(ours(seed, args, args.work, precision))  # first: demo.sh also installs, makes the corpus
+        if not args.skip_peer and args.only != "ours":
             records.append(peer(seed, args, args.work, precision))
+    if args.only:
+        print(f"{args.only}: {len(records)} run(s) finished in {args.work}; run again without --only for the table")
+        return
     when = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     cpu = next((ln.split(":", 1)[1].strip() for ln in Path("/proc/cpuinfo").read_text().splitlines()
                 if ln.startswith("model name")), platform.processor())

@@ -46,3 +46,17 @@ def test_peer_record_table_and_plot(tmp_path, monkeypatch):
     png = tmp_path / "curves.png"
     bench.plot([ours, peer], png, "test")
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_only_peer_runs_that_side_and_writes_no_table(tmp_path, monkeypatch):
+    bench = load_bench()
+    ran = []
+    monkeypatch.setattr(bench, "ours", lambda seed, *a: ran.append(("ours", seed)))
+    monkeypatch.setattr(bench, "peer", lambda seed, *a: ran.append(("peer", seed)) or {})
+    out = tmp_path / "docs" / "bench"
+    fake = tmp_path / "exists.py"  # --peer and --peer-python must exist; nothing is run here
+    fake.write_text("")
+    bench.main(["--only", "peer", "--seeds", "1", "2", "--work", str(tmp_path / "work"), "--out", str(out),
+                "--peer", str(fake), "--peer-python", str(fake)])
+    assert ran == [("peer", 1), ("peer", 2)]
+    assert not out.with_suffix(".md").exists()  # the table waits for the full call, which reuses these runs
