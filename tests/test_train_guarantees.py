@@ -335,9 +335,9 @@ def test_bf16_on_cpu_trains(tmp_path, tiny_corpus, restore_global_state):
     from asr.runtime import build
     from asr.state import TrainState
     from asr.step import train_step
-    c = build(_cfg(tiny_corpus, tmp_path, **NO_RANDOMNESS, **{"trainer.precision": "bf16",
-                                                               "data.max_batch_seconds": 12,
-                                                               "data.max_duration": 12}), tmp_path)
+    cfg = _cfg(tiny_corpus, tmp_path, **NO_RANDOMNESS, **{"trainer.precision": "bf16", "data.max_batch_seconds": 12,
+                                                           "data.max_duration": 12})
+    c = build(cfg, tmp_path)
     assert c.amp_dtype == torch.bfloat16
     head_dtypes = []
     c.raw_model.head.register_forward_hook(lambda _m, _i, out: head_dtypes.append(out.dtype))
@@ -351,7 +351,8 @@ def test_bf16_on_cpu_trains(tmp_path, tiny_corpus, restore_global_state):
         assert result.updated and not result.skipped and math.isfinite(result.grad_norm), result
         if state.step == 3:
             break
-    assert head_dtypes == [torch.bfloat16] * 3
+    # The head runs once per step, twice with intermediate CTC (the middle layer goes through it too).
+    assert head_dtypes == [torch.bfloat16] * 3 * (2 if cfg.model.inter_ctc_weight > 0 else 1)
     changed = [k for k, p in c.raw_model.named_parameters() if not torch.equal(p, before[k])]
     assert set(changed) == set(before), set(before) - set(changed)
     assert all(torch.isfinite(p).all() for p in c.raw_model.parameters())
