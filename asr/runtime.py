@@ -137,7 +137,11 @@ def build(cfg: TrainConfig, run_dir: Path) -> Components:
     utts = [u for m in cfg.data.train_manifests for u in read_manifest(m)]
     utts = filter_trainable(utts, tokenizer, featurizer, model, cfg)
     durations = [u.duration for u in utts]
-    sampler = DurationBucketSampler(durations, cfg.data.max_batch_seconds, num_buckets=cfg.data.num_buckets,
+    # Speed perturbation stretches an utterance by up to 1 / min(factors) after the sampler packed it: batches are
+    # packed on that worst case, so their padded audio stays within data.max_batch_seconds (the GPU memory budget).
+    stretch = max((1.0 / f for f in cfg.augment.speed_perturb), default=1.0)
+    packed = [min(d * stretch, cfg.data.max_batch_seconds) for d in durations]
+    sampler = DurationBucketSampler(packed, cfg.data.max_batch_seconds, num_buckets=cfg.data.num_buckets,
                                     shuffle=True, seed=tr.seed, sortagrad=cfg.data.sortagrad,
                                     rank=info.rank, world_size=info.world_size)
     dataset = AudioDataset(utts, tokenizer, sample_rate=cfg.features.sample_rate,

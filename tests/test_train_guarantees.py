@@ -193,6 +193,25 @@ def _corrupt_corpus(tiny_corpus, tmp_path: Path, n_bad: int) -> tuple[dict, list
     return {"train": tmp_path / "train.jsonl", "dev": tiny_corpus["dev"]}, [utts[i].id for i in shortest], len(utts)
 
 
+@pytest.mark.parametrize("per_batch", [True, False])
+def test_speed_perturbed_batches_stay_within_the_batch_budget(tmp_path, tiny_corpus, restore_global_state, per_batch):
+    """data.max_batch_seconds bounds the padded audio a step computes on (GPU memory): with speed factor 0.8 every
+    utterance plays 1.25x longer than the sampler's manifest durations say, so the sampler must pack on that.
+    Measured on what the loader delivers (samples x batch size), over a whole epoch."""
+    from asr.runtime import build
+
+    budget = 8.0
+    cfg = _cfg(tiny_corpus, tmp_path, **{"augment.speed_perturb": "[0.8]",
+                                         "augment.speed_per_batch": str(per_batch).lower(),
+                                         "data.max_batch_seconds": budget, "data.max_duration": 6.0,
+                                         "data.num_workers": 0})
+    c = build(cfg, tmp_path)
+    c.train_sampler.set_epoch(1)
+    padded = [b.waves.shape[0] * b.waves.shape[1] / cfg.features.sample_rate for b in c.train_loader]
+    assert max(padded) <= budget + 1e-6
+    assert max(padded) > 0.75 * budget  # batches are still packed up to the budget, not left half empty
+
+
 def test_corrupt_audio_below_max_bad_fraction_is_skipped_and_named(tmp_path, tiny_corpus, restore_global_state):
     """3 unreadable files, two epochs (each bad file is met twice), threshold 3.5 utterances: the guard counts
     *distinct* bad utterances, so the run completes; each bad id is named once in train.log."""
