@@ -180,6 +180,16 @@ class Lookahead(nn.Module):
         return self.conv(y).transpose(1, 2)
 
 
+def intermediate_ctc(x: torch.Tensor, head: nn.Linear, cond: nn.Linear | None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Output x (B, T', D) of the intermediate CTC layer -> (the next layer's input (B, T', D), the layer's CTC
+    log-probs through the shared head (B, T', C) fp32). The next layer gets x itself, or with self-conditioning
+    (`cond`: C -> D) x + cond(posteriors); frame by frame, so padding frames cannot reach valid ones."""
+    log_probs = head(x).float().log_softmax(dim=-1)
+    if cond is not None:
+        x = x + cond(log_probs.exp().to(x.dtype))
+    return x, log_probs
+
+
 class AcousticModel(nn.Module):
     """(feats (B, T, F), lengths (B,)) -> (log_probs (B, T', C) fp32, out_lengths (B,)).
 
@@ -201,6 +211,8 @@ class AcousticModel(nn.Module):
         self.rnns = nn.ModuleList(layers)
         self.lookahead = Lookahead(d, cfg.lookahead) if cfg.lookahead > 0 else None
         self.head = nn.Linear(d, vocab_size)
+        # Self-conditioned CTC: posteriors (C) of the intermediate layer back to its width (D).
+        self.inter_cond = nn.Linear(vocab_size, layers[cfg.inter_layer - 1].out_dim) if cfg.self_condition else None
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """T' for input lengths T (B,): exactly the out_lengths forward() returns."""
@@ -219,6 +231,8 @@ class AcousticModel(nn.Module):
         c = self.cfg
         rnn = f"{'Bi' if c.bidirectional else ''}{c.rnn_type.upper()}-{c.rnn_hidden}"
         ahead = "" if self.lookahead is None else f" + lookahead {c.lookahead}"
+        if self.inter_cond is not None:
+            ahead += f", self-conditioned CTC at layer {c.inter_layer}"
         fut = self.future_frames()
         ctx = "" if fut is None else f", future context {fut} frames"
         return (f"AcousticModel '{c.name}': {len(c.conv_channels)} conv {list(c.conv_channels)} ch "
@@ -234,8 +248,9 @@ class AcousticModel(nn.Module):
         inter = None
         for i, layer in enumerate(self.rnns, start=1):
             x = layer(x, out_lengths)
-            if intermediate and i == self.cfg.inter_layer:
-                inter = self.head(x).float().log_softmax(dim=-1)
+            if i == self.cfg.inter_layer and (intermediate or self.inter_cond is not None):
+                x, inter_log_probs = intermediate_ctc(x, self.head, self.inter_cond)
+                inter = inter_log_probs if intermediate else None
         if self.lookahead is not None:
             x = self.lookahead(x, out_lengths)
         logits = self.head(x)  # (B, T', C)

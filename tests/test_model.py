@@ -43,6 +43,7 @@ VARIANTS = {
     "lstm_lookahead": tiny(bidirectional=False, lookahead=3),
     "one_conv_x2": tiny(conv_channels=[4], conv_time_strides=[2], rnn_layers=1),
     "three_convs_x2": tiny(conv_channels=[4, 4, 4], conv_time_strides=[1, 2, 1], rnn_layers=1),
+    "self_conditioned": tiny(rnn_layers=3, inter_ctc_weight=0.3, self_condition=True),
 }
 
 
@@ -60,7 +61,7 @@ def test_output_lengths_exact_for_odd_and_even_lengths(name):
             assert lp1.shape[1] == int(out1[0]) == int(model.output_lengths(torch.tensor([n]))[0]), n
 
 
-@pytest.mark.parametrize("name", ["bilstm", "bigru", "lstm_lookahead", "three_convs_x2"])
+@pytest.mark.parametrize("name", ["bilstm", "bigru", "lstm_lookahead", "three_convs_x2", "self_conditioned"])
 def test_padded_batch_equals_each_utterance_alone(name):
     model = build(VARIANTS[name])
     x, L = padded_batch([37, 50, 12, 1, 2, 23, 49])
@@ -213,9 +214,37 @@ def test_intermediate_ctc_reads_the_chosen_layer_through_the_same_head():
     assert not torch.allclose(inter, lp)
 
 
+def test_self_conditioning_adds_projected_posteriors_to_the_intermediate_layer():
+    """Oracle (Nozaki & Komatsu 2021, eq. 5-6): layer 3 gets h2 + W softmax(head(h2)) + b, at inference too; the
+    intermediate log-probs are read before the addition; a zero projection gives back plain intermediate CTC."""
+    cfg = tiny(rnn_layers=3, inter_ctc_weight=0.3, self_condition=True)
+    model = build(cfg)
+    assert model.inter_cond is not None and model.inter_cond.in_features == VOCAB
+    assert "self-conditioned CTC at layer 2" in model.describe()
+    x, L = padded_batch([30, 17])
+    with torch.no_grad():
+        lp, out, inter = model(x, L, intermediate=True)
+        plain_lp, _ = model(x, L)
+        h, n = model.conv(x, L)
+        for layer in model.rnns[:2]:
+            h = layer(h, n)
+        expected_inter = model.head(h).log_softmax(-1)
+        h = model.rnns[2](h + model.inter_cond(expected_inter.exp()), n)
+        expected = model.head(h).log_softmax(-1)
+        torch.testing.assert_close(inter, expected_inter)
+        torch.testing.assert_close(lp, expected)
+        torch.testing.assert_close(plain_lp, expected)
+        model.inter_cond.weight.zero_()
+        model.inter_cond.bias.zero_()
+        unconditioned = build(tiny(rnn_layers=3, inter_ctc_weight=0.3))
+        unconditioned.load_state_dict({k: v for k, v in model.state_dict().items() if "inter_cond" not in k})
+        torch.testing.assert_close(model(x, L)[0], unconditioned(x, L)[0])
+
+
 @pytest.mark.parametrize("kw, key", [({"inter_ctc_weight": 1.0}, "model.inter_ctc_weight"),
                                      ({"inter_ctc_weight": 0.3, "inter_ctc_layer": 3}, "model.inter_ctc_layer"),
-                                     ({"inter_ctc_weight": 0.3, "inter_ctc_layer": 0}, "model.inter_ctc_layer")])
+                                     ({"inter_ctc_weight": 0.3, "inter_ctc_layer": 0}, "model.inter_ctc_layer"),
+                                     ({"self_condition": True}, "model.self_condition")])
 def test_intermediate_ctc_settings_are_validated(kw, key):
     from asr.config import ConfigError
 

@@ -118,6 +118,10 @@ class ModelConfig:
     # recurrent layer's output, read through the same head (no extra parameters; inference is unchanged).
     inter_ctc_weight: float = 0.0  # 0 = off; the loss is (1 - w) x final CTC + w x intermediate CTC
     inter_ctc_layer: Optional[int] = None  # 1-based recurrent layer; None = the middle one, (rnn_layers + 1) // 2
+    # Self-conditioned CTC (Nozaki & Komatsu, Interspeech 2021): the intermediate layer's CTC posteriors, projected
+    # back to its width by a linear layer, are added to its output, so the layers above refine a first guess. Runs
+    # in training and inference (adds vocab x width parameters); needs inter_ctc_weight > 0.
+    self_condition: bool = False
 
     def __post_init__(self) -> None:
         self.rnn_type = RNNType.parse(self.rnn_type, "model.rnn_type")
@@ -135,6 +139,9 @@ class ModelConfig:
         check(0 <= self.inter_ctc_weight < 1, "model.inter_ctc_weight", "must be in [0, 1) (0 turns it off)")
         check(1 <= self.inter_layer < self.rnn_layers or self.inter_ctc_weight == 0, "model.inter_ctc_layer",
               f"must name a recurrent layer below the last, 1..{self.rnn_layers - 1}, got {self.inter_layer}")
+        check(not self.self_condition or self.inter_ctc_weight > 0, "model.self_condition",
+              "conditions the upper layers on the intermediate CTC layer; set model.inter_ctc_weight > 0 (e.g. 0.3) "
+              "or model.self_condition=false")
 
     @property
     def inter_layer(self) -> int:

@@ -23,7 +23,7 @@ from torch import nn
 from asr.export.runtime import ExportError, frames_for_samples, load_torchscript, onnx_session, sidecar_path
 from asr.features import frame_lengths
 from asr.inference import LoadedModel
-from asr.model import AcousticModel
+from asr.model import AcousticModel, intermediate_ctc
 
 NOT_ENDED = 1 << 40  # total frames while a stream is still open: nothing is past its end yet
 
@@ -60,6 +60,8 @@ class StreamingStep(nn.Module):
 
         self.frontend = ConvLogMel(loaded.featurizer.cpu())
         self.conv, self.rnns, self.lookahead, self.head = model.conv, model.rnns, model.lookahead, model.head
+        self.inter_cond = model.inter_cond  # self-conditioned CTC (None: off), applied after layer `cond_layer`
+        self.cond_layer = model.cfg.inter_layer
         self.chunk = chunk
         self.tau = model.lookahead.tau if model.lookahead is not None else 0
         self.layers = _span([k[0] for k in model.conv.kernels], model.conv.time_strides)
@@ -98,6 +100,8 @@ class StreamingStep(nn.Module):
         for i, layer in enumerate(self.rnns):
             x, (hi, ci) = layer.fwd(x, (h[i: i + 1], c[i: i + 1]))
             x = layer.norm(x)
+            if self.inter_cond is not None and i + 1 == self.cond_layer:
+                x, _ = intermediate_ctc(x, self.head, self.inter_cond)
             hs.append(hi)
             cs.append(ci)
         t = first[:, None] + torch.arange(self.chunk)[None, :]  # (B, N)

@@ -91,9 +91,11 @@ def test_models_that_cannot_stream_are_refused(deploy_run, streaming_run):
         StreamingStep(per_utterance, 4)
 
 
-def test_the_streaming_preset_itself_streams(tmp_path):
+@pytest.mark.parametrize("overrides", [[], ["model.self_condition=true"]])
+def test_the_streaming_preset_itself_streams(tmp_path, overrides):
     """model=streaming as shipped (4 x LSTM-384, lookahead 5, unnormalised features; seeded random weights: the
-    arithmetic of its windows, state and lookahead does not depend on training) through the ONNX streaming step."""
+    arithmetic of its windows, state and lookahead does not depend on training) through the ONNX streaming step;
+    and with self-conditioned CTC, whose conditioning the step must apply after the same layer."""
     from conftest import compose_train
 
     from asr.config import TrainConfig, to_object
@@ -102,9 +104,10 @@ def test_the_streaming_preset_itself_streams(tmp_path):
     from asr.model import AcousticModel
     from asr.text import CharTokenizer
 
-    cfg = to_object(compose_train(["model=streaming"]), TrainConfig)
+    cfg = to_object(compose_train(["model=streaming", *overrides]), TrainConfig)
     torch.manual_seed(0)
     model = AcousticModel(cfg.model, cfg.features.n_mels, CharTokenizer().size).eval()
+    assert (model.inter_cond is not None) == bool(overrides)
     loaded = LoadedModel(model=model, featurizer=LogMel(cfg.features).eval(), tokenizer=CharTokenizer(), config=cfg,
                          device=torch.device("cpu"), path=tmp_path / "random.pt", step=0, run_dir=None)
     g = torch.Generator().manual_seed(1)
