@@ -145,6 +145,13 @@ class FeatureAugment(nn.Module):
         super().__init__()
         self.warp = FrequencyWarp(features, (cfg.vtlp[0], cfg.vtlp[1])) if cfg.vtlp else None
         self.masks = SpecAugment(cfg) if cfg.spec_augment else None
+        self.masks_from_epoch = cfg.spec_augment_from_epoch
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """The training epoch about to run (the loop calls it, as for the sampler): masks start at
+        `augment.spec_augment_from_epoch`."""
+        self.epoch = int(epoch)
 
     @staticmethod
     def wanted(cfg: AugmentConfig) -> bool:
@@ -155,7 +162,7 @@ class FeatureAugment(nn.Module):
                 generator: torch.Generator | None = None) -> torch.Tensor:
         if self.warp is not None:
             feats = self.warp(feats, lengths, generator)
-        if self.masks is not None:
+        if self.masks is not None and self.epoch >= self.masks_from_epoch:
             feats = self.masks(feats, lengths, generator)
         return feats
 

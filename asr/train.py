@@ -49,6 +49,8 @@ def train_one_epoch(run: Components, state: TrainState, runlog: Optional[RunLog]
     run.model.train()
     run.train_sampler.set_epoch(state.epoch)
     run.train_dataset.set_epoch(state.epoch)
+    if run.feature_augment is not None:
+        run.feature_augment.set_epoch(state.epoch)
     bar = tqdm(total=len(run.train_sampler), initial=state.batches_in_epoch, desc=f"epoch {state.epoch}",
                disable=not (trainer.progress and run.dist.is_main), dynamic_ncols=True, leave=False)
     consecutive_bad = 0

@@ -7,7 +7,7 @@ import torch
 from conftest import tone
 
 from asr.augment import FeatureAugment, FrequencyWarp, SpecAugment, add_noise, speed_perturb
-from asr.config import AugmentConfig, FeatureConfig
+from asr.config import AugmentConfig, ConfigError, FeatureConfig
 from asr.features import LogMel
 
 
@@ -158,3 +158,21 @@ def test_slaney_mel_centres_match_librosa():
 
     expected = librosa.mel_frequencies(82, fmin=0.0, fmax=8000.0, htk=False)[1:-1]
     assert np.allclose(slaney_mel_centres(80, 8000.0).numpy(), expected, rtol=1e-5, atol=1e-3)
+
+
+def test_spec_augment_masks_start_at_the_configured_epoch():
+    """augment.spec_augment_from_epoch=2: epochs 0 and 1 pass features through (VTLP would still run), epoch 2 on
+    masks them exactly as an augmenter without the delay does with the same generator."""
+    torch.manual_seed(0)
+    feats, lengths = torch.randn(3, 50, 80) + 5.0, torch.tensor([50, 37, 12])  # no value is 0: masks show as 0
+    delayed = FeatureAugment(AugmentConfig(spec_augment_from_epoch=2), FeatureConfig()).train()
+    always = FeatureAugment(AugmentConfig(), FeatureConfig()).train()
+    for epoch in (0, 1):
+        delayed.set_epoch(epoch)
+        assert torch.equal(delayed(feats, lengths, torch.Generator().manual_seed(7)), feats)
+    delayed.set_epoch(2)
+    got = delayed(feats, lengths, torch.Generator().manual_seed(7))
+    assert (got == 0).any()
+    assert torch.equal(got, always(feats, lengths, torch.Generator().manual_seed(7)))
+    with pytest.raises(ConfigError, match="augment.spec_augment_from_epoch"):
+        AugmentConfig(spec_augment_from_epoch=-1)

@@ -63,6 +63,7 @@ class AugmentConfig:
     freq_mask_width: int = 15  # max width (mel bins) of each frequency mask
     time_masks: int = 2  # number of time masks per utterance
     time_mask_max_frac: float = 0.05  # max width of each time mask as a fraction of the utterance's frames
+    spec_augment_from_epoch: int = 0  # SpecAugment masks only from this epoch (0-based) on: a short run learns first
     speed_perturb: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # speed factors to draw from; [] = off
     speed_per_batch: bool = True  # one factor per batch (padding stays as the sampler packed it); false: per utterance
     noise_snr_db: Optional[float] = None  # add white noise at this SNR (dB) to training audio; null = off
@@ -71,6 +72,7 @@ class AugmentConfig:
     def __post_init__(self) -> None:
         check(self.freq_masks >= 0 and self.time_masks >= 0, "augment.freq_masks/time_masks", "must be >= 0")
         check(0 <= self.time_mask_max_frac < 0.5, "augment.time_mask_max_frac", "must be in [0, 0.5)")
+        check(self.spec_augment_from_epoch >= 0, "augment.spec_augment_from_epoch", "must be >= 0 (0: from the start)")
         check(all(0.5 <= f <= 2.0 for f in self.speed_perturb), "augment.speed_perturb", "factors must be in [0.5, 2]")
         check(not self.vtlp or (len(self.vtlp) == 2 and 0.7 <= self.vtlp[0] <= self.vtlp[1] <= 1.3), "augment.vtlp",
               "must be [] (off) or [min, max] with 0.7 <= min <= max <= 1.3, e.g. [0.9, 1.1]")
