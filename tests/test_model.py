@@ -195,6 +195,14 @@ def test_runs_on_cuda_and_matches_cpu(dtype):
         torch.testing.assert_close(lp[b, :k].cpu(), ref[b, :k], atol=atol, rtol=0)
 
 
+def first_layers_by_hand(model: AcousticModel, x: torch.Tensor, L: torch.Tensor, k: int):
+    """The conv front-end and recurrent layers 1..k run one by one: (output (B, T', D), lengths (B,))."""
+    h, n = model.conv(x, L)
+    for layer in model.rnns[:k]:
+        h = layer(h, n)
+    return h, n
+
+
 def test_intermediate_ctc_reads_the_chosen_layer_through_the_same_head():
     """Oracle: the layers run by hand up to cfg.inter_ctc_layer, then the head and log_softmax; the final
     log-probs are those of the plain call (inference never asks for the intermediate output)."""
@@ -204,9 +212,7 @@ def test_intermediate_ctc_reads_the_chosen_layer_through_the_same_head():
     with torch.no_grad():
         lp, out, inter = model(x, L, intermediate=True)
         plain_lp, plain_out = model(x, L)
-        h, n = model.conv(x, L)
-        for layer in model.rnns[:2]:
-            h = layer(h, n)
+        h, _ = first_layers_by_hand(model, x, L, 2)
         expected = model.head(h).log_softmax(-1)
     torch.testing.assert_close(lp, plain_lp)
     assert torch.equal(out, plain_out)
@@ -225,9 +231,7 @@ def test_self_conditioning_adds_projected_posteriors_to_the_intermediate_layer()
     with torch.no_grad():
         lp, out, inter = model(x, L, intermediate=True)
         plain_lp, _ = model(x, L)
-        h, n = model.conv(x, L)
-        for layer in model.rnns[:2]:
-            h = layer(h, n)
+        h, n = first_layers_by_hand(model, x, L, 2)
         expected_inter = model.head(h).log_softmax(-1)
         h = model.rnns[2](h + model.inter_cond(expected_inter.exp()), n)
         expected = model.head(h).log_softmax(-1)
