@@ -195,12 +195,13 @@ def test_runs_on_cuda_and_matches_cpu(dtype):
         torch.testing.assert_close(lp[b, :k].cpu(), ref[b, :k], atol=atol, rtol=0)
 
 
-def first_layers_by_hand(model: AcousticModel, x: torch.Tensor, L: torch.Tensor, k: int):
-    """The conv front-end and recurrent layers 1..k run one by one: (output (B, T', D), lengths (B,))."""
+def intermediate_by_hand(model: AcousticModel, x: torch.Tensor, L: torch.Tensor):
+    """Oracle: the conv front-end and recurrent layers 1..cfg.inter_layer run one by one, then the head and
+    log_softmax: (that layer's output (B, T', D), lengths (B,), its CTC log-probs (B, T', C))."""
     h, n = model.conv(x, L)
-    for layer in model.rnns[:k]:
+    for layer in model.rnns[:model.cfg.inter_layer]:
         h = layer(h, n)
-    return h, n
+    return h, n, model.head(h).log_softmax(-1)
 
 
 def test_intermediate_ctc_reads_the_chosen_layer_through_the_same_head():
@@ -212,8 +213,7 @@ def test_intermediate_ctc_reads_the_chosen_layer_through_the_same_head():
     with torch.no_grad():
         lp, out, inter = model(x, L, intermediate=True)
         plain_lp, plain_out = model(x, L)
-        h, _ = first_layers_by_hand(model, x, L, 2)
-        expected = model.head(h).log_softmax(-1)
+        _, _, expected = intermediate_by_hand(model, x, L)
     torch.testing.assert_close(lp, plain_lp)
     assert torch.equal(out, plain_out)
     torch.testing.assert_close(inter, expected)
@@ -231,8 +231,7 @@ def test_self_conditioning_adds_projected_posteriors_to_the_intermediate_layer()
     with torch.no_grad():
         lp, out, inter = model(x, L, intermediate=True)
         plain_lp, _ = model(x, L)
-        h, n = first_layers_by_hand(model, x, L, 2)
-        expected_inter = model.head(h).log_softmax(-1)
+        h, n, expected_inter = intermediate_by_hand(model, x, L)
         h = model.rnns[2](h + model.inter_cond(expected_inter.exp()), n)
         expected = model.head(h).log_softmax(-1)
         torch.testing.assert_close(inter, expected_inter)
