@@ -137,8 +137,10 @@ def load_model(path_or_run_dir: str | Path, device: str | torch.device = "cpu", 
     except RuntimeError as exc:
         raise ckpt_io.CheckpointError(f"{path}: weights do not fit the model its config describes: "
                                       f"{message_line(exc, last=True)}") from None
+    featurizer = LogMel(cfg.features)
+    featurizer.load_stats(blob.get("feature_stats"), path)
     run_dir = ckpt_io.run_dir_of(path)
-    return LoadedModel(model=model.to(dev).eval(), featurizer=LogMel(cfg.features).to(dev).eval(),
+    return LoadedModel(model=model.to(dev).eval(), featurizer=featurizer.to(dev).eval(),
                        tokenizer=tokenizer, config=cfg, device=dev, path=path, step=step, run_dir=run_dir,
                        averaged=averaged)
 

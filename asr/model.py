@@ -34,7 +34,7 @@ from asr.lengths import lengths_to_mask
 # forward+backward takes 0.8 s with 3 x 3 against 1.8 s with the DS2 kernels, whose 32->32 (11, 21) conv costs
 # as much as the whole 3 x BiLSTM-256 stack. The recurrent layers supply the long context anyway.
 CONV_KERNELS: tuple[tuple[int, int], ...] = ((3, 3), (3, 3))
-FREQ_STRIDE = 2  # every conv halves the frequency axis (rounding up)
+FREQ_STRIDE = 2  # default mel-axis stride: every conv halves the mel bins (rounding up); model.conv_freq_strides
 
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -89,21 +89,25 @@ class ConvSubsampling(nn.Module):
     """(feats (B, T, F), lengths (B,)) -> (x (B, T', D), lengths' (B,)), D = channels x reduced mel bins.
 
     Conv2d over (time, freq) -> masked BatchNorm2d -> Hardtanh(0, 20) (DeepSpeech2's clipped ReLU), per layer.
+    `freq_strides` (default FREQ_STRIDE for every layer) sets each layer's stride along the mel bins, so a layer
+    that keeps the full frame rate (time stride 1) need not halve the mel bins once more as well.
     """
 
-    def __init__(self, n_mels: int, channels: Sequence[int], time_strides: Sequence[int]):
+    def __init__(self, n_mels: int, channels: Sequence[int], time_strides: Sequence[int],
+                 freq_strides: Sequence[int] | None = None):
         super().__init__()
+        freq_strides = list(freq_strides) if freq_strides is not None else [FREQ_STRIDE] * len(channels)
         self.kernels = [CONV_KERNELS[min(i, len(CONV_KERNELS) - 1)] for i in range(len(channels))]
         self.time_strides = list(time_strides)
         self.convs = nn.ModuleList()
         self.norms = nn.ModuleList()
         c_in, f = 1, n_mels
-        for c_out, (kt, kf), st in zip(channels, self.kernels, self.time_strides):
+        for c_out, (kt, kf), st, sf in zip(channels, self.kernels, self.time_strides, freq_strides):
             assert kt % 2 == 1, "time kernels must be odd for output_lengths to hold"
-            self.convs.append(nn.Conv2d(c_in, c_out, (kt, kf), stride=(st, FREQ_STRIDE), padding=(kt // 2, kf // 2),
+            self.convs.append(nn.Conv2d(c_in, c_out, (kt, kf), stride=(st, sf), padding=(kt // 2, kf // 2),
                                         bias=False))  # the batch norm's shift is the bias
             self.norms.append(MaskedBatchNorm2d(c_out))
-            f = (f + 2 * (kf // 2) - kf) // FREQ_STRIDE + 1
+            f = (f + 2 * (kf // 2) - kf) // sf + 1
             c_in = c_out
         self.out_dim = c_in * f
         self.act = nn.Hardtanh(0.0, 20.0)
@@ -127,6 +131,49 @@ class ConvSubsampling(nn.Module):
             x = conv(x)
             lengths = torch.div(lengths + 2 * (kt // 2) - kt, st, rounding_mode="floor") + 1
             x = self.act(norm(x, lengths_to_mask(lengths, x.shape[2])))
+        B, D, T, F = x.shape
+        return x.permute(0, 2, 1, 3).reshape(B, T, D * F), lengths
+
+
+class VGGSubsampling(nn.Module):
+    """(feats (B, T, F), lengths (B,)) -> (x (B, T', D), lengths' (B,)): SpeechBrain CRDNN's front-end.
+
+    Per block: [3 x 3 conv -> LayerNorm over (channels, mel bins) -> LeakyReLU] twice at the block's input rate,
+    then max-pooling by (time stride, 2). LayerNorm is per frame, so no statistic crosses frames and padding cannot
+    leak into valid frames; the pooling sees padded frames as -inf (ceil mode), so an utterance's last odd frame is
+    pooled alone, exactly as without padding. T' follows the same rule as `ConvSubsampling`: ceil(T / stride) per
+    block (`subsampled_lengths`).
+    """
+
+    def __init__(self, n_mels: int, channels: Sequence[int], time_strides: Sequence[int]):
+        super().__init__()
+        self.time_strides = list(time_strides)
+        self.kernels = [(3, 3)] * len(channels)  # per block (both convs); used by the length rule only
+        self.convs = nn.ModuleList()
+        self.norms = nn.ModuleList()
+        c_in, f = 1, n_mels
+        for c_out in channels:
+            for c_a, c_b in ((c_in, c_out), (c_out, c_out)):
+                self.convs.append(nn.Conv2d(c_a, c_b, (3, 3), padding=(1, 1)))
+                self.norms.append(nn.LayerNorm([c_b, f]))
+            f = (f + 1) // 2
+            c_in = c_out
+        self.out_dim = c_in * f
+        self.act = nn.LeakyReLU()
+
+    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
+        return subsampled_lengths(lengths, self.time_strides)
+
+    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = feats.unsqueeze(1)  # (B, 1, T, F)
+        for b, st in enumerate(self.time_strides):
+            for conv, norm in zip(self.convs[2 * b: 2 * b + 2], self.norms[2 * b: 2 * b + 2]):
+                x = x.masked_fill(~lengths_to_mask(lengths, x.shape[2])[:, None, :, None], 0.0)
+                x = self.act(norm(conv(x).transpose(1, 2)).transpose(1, 2))  # LayerNorm over (C, F) per frame
+            pad = ~lengths_to_mask(lengths, x.shape[2])[:, None, :, None]
+            x = nn.functional.max_pool2d(x.masked_fill(pad, float("-inf")), (st, 2), ceil_mode=True)
+            lengths = torch.div(lengths - 1, st, rounding_mode="floor") + 1
+            x = x.masked_fill(~lengths_to_mask(lengths, x.shape[2])[:, None, :, None], 0.0)
         B, D, T, F = x.shape
         return x.permute(0, 2, 1, 3).reshape(B, T, D * F), lengths
 
@@ -203,14 +250,20 @@ class AcousticModel(nn.Module):
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.subsampling = cfg.subsampling
-        self.conv = ConvSubsampling(n_mels, cfg.conv_channels, cfg.conv_time_strides)
+        self.conv = (VGGSubsampling(n_mels, cfg.conv_channels, cfg.conv_time_strides) if cfg.frontend == "vgg" else
+                     ConvSubsampling(n_mels, cfg.conv_channels, cfg.conv_time_strides, cfg.conv_freq_strides))
         layers, d = [], self.conv.out_dim
         for _ in range(cfg.rnn_layers):
             layers.append(RecurrentLayer(cfg.rnn_type, d, cfg.rnn_hidden, cfg.bidirectional, cfg.dropout))
             d = layers[-1].out_dim
         self.rnns = nn.ModuleList(layers)
         self.lookahead = Lookahead(d, cfg.lookahead) if cfg.lookahead > 0 else None
-        self.head = nn.Linear(d, vocab_size)
+        # The head: a linear layer, or (model.dnn_neurons > 0) CRDNN's DNN block before it, per frame. Intermediate
+        # CTC reads its layer through the same head, DNN block included.
+        linear = nn.Linear(cfg.dnn_neurons or d, vocab_size)
+        self.head = linear if not cfg.dnn_neurons else nn.Sequential(
+            nn.Linear(d, cfg.dnn_neurons), nn.LayerNorm(cfg.dnn_neurons), nn.LeakyReLU(), nn.Dropout(cfg.dropout),
+            linear)
         # Self-conditioned CTC: posteriors (C) of the intermediate layer back to its width (D).
         self.inter_cond = nn.Linear(vocab_size, layers[cfg.inter_layer - 1].out_dim) if cfg.self_condition else None
 

@@ -18,15 +18,17 @@ from typing import Any, Optional
 from asr import checkpoint as ckpt_io
 from asr import distributed as dist_utils
 from asr.checkpoint import CheckpointError
-from asr.config import to_container
+from asr.config import TrainConfig, to_container
 from asr.errors import message_line
 from asr.runtime import Components
 from asr.state import TrainState
 
 log = logging.getLogger("asr.train")
 
-# Keys that may change between a checkpoint and its resumed run without changing what the weights mean.
-_FREE_MODEL_KEYS = {"model.dropout", "model.name"}
+# Keys that may change between a checkpoint and its resumed run without changing what the weights mean: dropout,
+# the label, and the intermediate CTC loss weight (a term of the objective, not of the network: fine-tuning with
+# another weight is a resume like any other changed setting).
+_FREE_MODEL_KEYS = {"model.dropout", "model.name", "model.inter_ctc_weight"}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
@@ -39,10 +41,13 @@ def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:
     return out
 
 
-def config_changes(saved: dict, now: dict) -> dict[str, tuple[Any, Any]]:
-    """{key: (value in the checkpoint, value now)} for every key whose value differs (missing = None)."""
-    a, b = flatten(saved), flatten(now)
-    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys()) if a.get(k) != b.get(k)}
+def config_changes(saved: dict, now: dict, defaults: Optional[dict] = None) -> dict[str, tuple[Any, Any]]:
+    """{key: (value in the checkpoint, value now)} for every key whose value differs (missing = None). A key the
+    checkpoint lacks (added to the schema after it was written) is no change while it holds its `defaults` value,
+    which is what the older code did, so a run started before an upgrade resumes after it."""
+    a, b, d = flatten(saved), flatten(now), flatten(defaults or {})
+    return {k: (a.get(k), b.get(k)) for k in sorted(a.keys() | b.keys())
+            if a.get(k) != b.get(k) and not (k not in a and k in d and b.get(k) == d[k])}
 
 
 def refuse_shape_changes(path: Path, changes: dict[str, tuple[Any, Any]]) -> None:
@@ -108,7 +113,7 @@ def _find_all_ranks(run: Components) -> Optional[tuple[Path, dict[str, Any]]]:
 
 def report_changes(path: Path, saved_config: dict, config_now: dict) -> dict[str, tuple[Any, Any]]:
     """Log the configuration keys that changed since `path` was written; refuse shape changes."""
-    changes = config_changes(saved_config, config_now)
+    changes = config_changes(saved_config, config_now, to_container(TrainConfig()))
     refuse_shape_changes(path, changes)
     if changes:
         log.warning("resuming from %s with %d changed setting(s): %s", path.name, len(changes),
@@ -132,6 +137,7 @@ def save(run: Components, state: TrainState, best: bool = False) -> Optional[Pat
         "config": to_container(run.cfg),
         "vocab": run.tokenizer.to_dict(),
         "features": to_container(run.cfg.features),
+        "feature_stats": run.featurizer.stats(),
         "versions": ckpt_io.versions(),
     }
     ckpt_dir = run.run_dir / "checkpoints"
@@ -155,6 +161,7 @@ def load_checkpoint_if_available(run: Components, state: TrainState) -> TrainSta
         raise CheckpointError(f"cannot resume from {path}: its weights do not fit this model "
                               f"({message_line(exc, last=True)}); start a new run with trainer.resume=never or "
                               "another run_dir") from None
+    run.featurizer.load_stats(blob.get("feature_stats"), path)
     run.optimizer.load_state_dict(blob["optimizer"])
     run.scaler.load_state_dict(blob["scaler"])
     run.train_sampler.load_state_dict(blob["sampler"])

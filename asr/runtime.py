@@ -6,9 +6,9 @@ Kept apart from train.py so the loop stays on one screen. Inference imports noth
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import Iterable, Optional
+from typing import Callable, Iterable, Optional
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -31,14 +31,12 @@ log = logging.getLogger("asr.train")
 
 
 @dataclass(frozen=True)
-class Components:
-    """The built parts of a training run, read-only once built; the loop's state lives in asr.state.TrainState."""
+class Trainee:
+    """What a training step needs (asr/step.py): the model and all that turns a batch into an update. A training
+    run's Components are one; the benchmarks build one with `build_trainee`, so they time the trainer's own step."""
 
     cfg: TrainConfig
-    run_dir: Path
-    dist: dist_utils.DistInfo
     device: torch.device
-    tokenizer: CharTokenizer
     featurizer: LogMel
     feature_augment: Optional[FeatureAugment]  # VTLP and/or SpecAugment masks; None when both are off
     raw_model: AcousticModel
@@ -46,6 +44,28 @@ class Components:
     optimizer: torch.optim.Optimizer
     scaler: torch.amp.GradScaler
     amp_dtype: Optional[torch.dtype]
+
+
+def build_trainee(cfg: TrainConfig, device: torch.device, vocab_size: int,
+                  wrap: Optional[Callable[[AcousticModel], torch.nn.Module]] = None) -> Trainee:
+    """Front-end, augmentation, model (initialised from the current RNG state), optimizer and scaler for `cfg`;
+    `wrap` turns the model into what the step calls (DDP), default the model itself."""
+    featurizer = LogMel(cfg.features).to(device)
+    model = AcousticModel(cfg.model, cfg.features.n_mels, vocab_size).to(device)
+    augment = FeatureAugment(cfg.augment, cfg.features).to(device) if FeatureAugment.wanted(cfg.augment) else None
+    return Trainee(cfg=cfg, device=device, featurizer=featurizer, feature_augment=augment, raw_model=model,
+                   model=wrap(model) if wrap else model, optimizer=build_optimizer(model, cfg.optim),
+                   scaler=torch.amp.GradScaler(device.type, enabled=cfg.trainer.precision == "fp16"),
+                   amp_dtype=amp_dtype(cfg.trainer.precision))
+
+
+@dataclass(frozen=True)
+class Components(Trainee):
+    """The built parts of a training run, read-only once built; the loop's state lives in asr.state.TrainState."""
+
+    run_dir: Path
+    dist: dist_utils.DistInfo
+    tokenizer: CharTokenizer
     train_dataset: AudioDataset
     train_sampler: DurationBucketSampler
     train_loader: Iterable[Batch]  # a DataLoader yielding one Batch per sampler batch
@@ -93,6 +113,18 @@ def filter_trainable(utts: list[Utterance], tokenizer: CharTokenizer, featurizer
     return keep
 
 
+def fit_feature_stats(featurizer: LogMel, utts: list[Utterance], tokenizer: CharTokenizer, cfg: TrainConfig) -> None:
+    """features.normalize=corpus: the per-bin log-mel statistics of up to features.stats_utterances training
+    utterances, evenly spaced over the manifest (the same on every rank; a resumed run loads them instead)."""
+    n = min(cfg.features.stats_utterances, len(utts))
+    chosen = [utts[i * len(utts) // n] for i in range(n)]
+    dataset = AudioDataset(chosen, tokenizer, sample_rate=cfg.features.sample_rate)
+    device = featurizer.mean.device
+    batches = (dataset[list(range(i, min(i + 32, n)))] for i in range(0, n, 32))
+    frames = featurizer.fit_stats((b.waves.to(device), b.wave_lengths.to(device)) for b in batches if len(b))
+    log.info("features.normalize=corpus: log-mel statistics from %d training utterances (%d frames)", n, frames)
+
+
 def _dev_sets(cfg: TrainConfig, tokenizer: CharTokenizer, info: dist_utils.DistInfo) -> dict:
     """Each dev set sharded by utterance index across ranks (nothing dropped), batched by duration, no shuffle."""
     sets = {}
@@ -132,10 +164,13 @@ def build(cfg: TrainConfig, run_dir: Path) -> Components:
         _ensure_corpus(cfg)
     dist_utils.barrier()
     tokenizer = CharTokenizer()
-    featurizer = LogMel(cfg.features).to(device)
-    model = AcousticModel(cfg.model, cfg.features.n_mels, tokenizer.size).to(device)
+    ddp = (lambda m: DDP(m, device_ids=[device.index] if device.type == "cuda" else None)) if info.enabled else None
+    trainee = build_trainee(cfg, device, tokenizer.size, wrap=ddp)
+    featurizer, model = trainee.featurizer, trainee.raw_model
     utts = [u for m in cfg.data.train_manifests for u in read_manifest(m)]
     utts = filter_trainable(utts, tokenizer, featurizer, model, cfg)
+    if cfg.features.normalize == "corpus":
+        fit_feature_stats(featurizer, utts, tokenizer, cfg)
     durations = [u.duration for u in utts]
     # Speed perturbation stretches an utterance by up to 1 / min(factors) after the sampler packed it: batches are
     # packed on that worst case, so their padded audio stays within data.max_batch_seconds (the GPU memory budget).
@@ -148,17 +183,11 @@ def build(cfg: TrainConfig, run_dir: Path) -> Components:
                            speed_perturb=cfg.augment.speed_perturb, noise_snr_db=cfg.augment.noise_snr_db,
                            seed=tr.seed, speed_per_batch=cfg.augment.speed_per_batch)
     loader = make_loader(dataset, sampler, cfg.data.num_workers, pin_memory=device.type == "cuda")
-    wrapped = DDP(model, device_ids=[device.index] if device.type == "cuda" else None) if info.enabled else model
-    amp = amp_dtype(tr.precision)
     total = max(1, tr.max_epochs * len(sampler) // cfg.optim.accum_steps)
     if tr.max_steps:
         total = min(total, tr.max_steps)
-    spec = FeatureAugment(cfg.augment, cfg.features).to(device) if FeatureAugment.wanted(cfg.augment) else None
     return Components(
-        cfg=cfg, run_dir=run_dir, dist=info, device=device, tokenizer=tokenizer, featurizer=featurizer,
-        feature_augment=spec, raw_model=model, model=wrapped,
-        optimizer=build_optimizer(model, cfg.optim),
-        scaler=torch.amp.GradScaler(device.type, enabled=tr.precision == "fp16"), amp_dtype=amp,
-        train_dataset=dataset, train_sampler=sampler, train_loader=loader,
+        **{f.name: getattr(trainee, f.name) for f in fields(Trainee)}, run_dir=run_dir, dist=info,
+        tokenizer=tokenizer, train_dataset=dataset, train_sampler=sampler, train_loader=loader,
         bad_data=BadDataGuard(cfg.data.max_bad_fraction, len(utts)), dev_sets=_dev_sets(cfg, tokenizer, info),
         estimated_total_steps=total, train_hours=sum(durations) / 3600)

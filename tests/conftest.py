@@ -117,12 +117,8 @@ def tiny_train_overrides(corpus: dict, run_dir, **extra) -> list[str]:
 
 def compose_train(overrides: list[str]):
     """Compose configs/train.yaml with overrides exactly as `asr-train` does (no Hydra run dir side effects)."""
-    from hydra import compose, initialize_config_dir
-
-    from asr.config import config_dir, register_configs
-    register_configs()
-    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
-        return compose(config_name="train", overrides=overrides)
+    from asr.config import compose
+    return compose("train", overrides)
 
 
 @pytest.fixture

@@ -41,6 +41,8 @@ def test_mutable_defaults_are_not_shared():
     (lambda: ModelConfig(conv_channels=[32, 32, 32], conv_time_strides=[2, 2, 2]), "model.conv_time_strides"),
     (lambda: ModelConfig(conv_channels=[32], conv_time_strides=[3]), "model.conv_time_strides"),
     (lambda: ModelConfig(conv_channels=[32, 32], conv_time_strides=[2]), "model.conv_time_strides"),
+    (lambda: ModelConfig(conv_channels=[32, 32], conv_freq_strides=[2]), "model.conv_freq_strides"),
+    (lambda: ModelConfig(conv_channels=[32, 32], conv_freq_strides=[2, 3]), "model.conv_freq_strides"),
     (lambda: ModelConfig(rnn_type="transformer"), "model.rnn_type"),
     (lambda: ModelConfig(lookahead=2), "model.lookahead"),
     (lambda: ModelConfig(dropout=1.0), "model.dropout"),
@@ -50,7 +52,7 @@ def test_mutable_defaults_are_not_shared():
     (lambda: DataConfig(max_bad_fraction=1.5), "data.max_bad_fraction"),
     (lambda: FeatureConfig(n_fft=256), "features.n_fft"),  # window is 400 samples
     (lambda: FeatureConfig(hop_ms=30.0), "features.hop_ms"),
-    (lambda: FeatureConfig(normalize="global"), "features.normalize"),
+    (lambda: FeatureConfig(normalize="speaker"), "features.normalize"),
     (lambda: FeatureConfig(sample_rate=4000), "features.sample_rate"),
     (lambda: AugmentConfig(speed_perturb=[3.0]), "augment.speed_perturb"),
     (lambda: AugmentConfig(time_mask_max_frac=0.5), "augment.time_mask_max_frac"),

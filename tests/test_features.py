@@ -110,3 +110,47 @@ def test_cuda_matches_cpu():
     with torch.autocast(device_type="cuda", dtype=torch.float16):
         half, _ = mel(batch.cuda(), lengths.cuda())
     assert half.dtype == torch.float32 and torch.isfinite(half).all()
+
+
+def _fit_global(lengths=LENGTHS[:6], seed=0) -> tuple[LogMel, torch.Tensor, torch.Tensor]:
+    """A LogMel(normalize=corpus) fitted on one padded batch (two calls: the statistics must be accumulated)."""
+    mel = LogMel(FeatureConfig(normalize="corpus"))
+    batch, lengths_t, _ = _batch(lengths, seed=seed)
+    frames = mel.fit_stats([(batch[:3], lengths_t[:3]), (batch[3:], lengths_t[3:])])
+    assert frames == int(mel.output_lengths(lengths_t).sum())
+    return mel, batch, lengths_t
+
+
+def test_global_statistics_are_those_of_the_fitted_frames():
+    """Oracle: numpy mean and standard deviation of the unnormalised log-mels' valid frames, concatenated."""
+    mel, batch, lengths = _fit_global()
+    raw, frames = LogMel(FeatureConfig(normalize="none"))(batch, lengths)
+    valid = np.concatenate([raw[i, :t].double().numpy() for i, t in enumerate(frames.tolist())])  # (sum T, F)
+    np.testing.assert_allclose(mel.mean.numpy(), valid.mean(axis=0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(mel.std.numpy(), valid.std(axis=0), rtol=1e-4, atol=1e-5)
+    feats, frames = mel(batch, lengths)  # the fitted set itself comes out standardised, padding still zero
+    valid = torch.cat([feats[i, :t] for i, t in enumerate(frames.tolist())]).double()
+    assert valid.mean(dim=0).abs().max() < 1e-3 and (valid.std(dim=0, unbiased=False) - 1).abs().max() < 1e-3
+    assert all(torch.count_nonzero(feats[i, t:]) == 0 for i, t in enumerate(frames.tolist()))
+
+
+def test_global_normalization_is_per_frame_so_batching_does_not_change_it():
+    mel, batch, lengths = _fit_global()
+    feats, frames = mel(batch, lengths)
+    for i in range(len(lengths)):
+        n = int(lengths[i])
+        alone, _ = mel(batch[i: i + 1, :n], lengths[i: i + 1])
+        torch.testing.assert_close(feats[i, : int(frames[i])], alone[0], atol=2e-4, rtol=1e-4)
+
+
+def test_global_statistics_travel_and_are_checked():
+    from asr.features import FeatureStatsError
+    mel, batch, lengths = _fit_global()
+    fresh = LogMel(FeatureConfig(normalize="corpus"))
+    fresh.load_stats(mel.stats(), "ckpt.pt")
+    assert torch.equal(fresh(batch, lengths)[0], mel(batch, lengths)[0])
+    with pytest.raises(FeatureStatsError, match="ckpt.pt: features.normalize=corpus but the checkpoint carries no"):
+        LogMel(FeatureConfig(normalize="corpus")).load_stats(None, "ckpt.pt")
+    with pytest.raises(FeatureStatsError, match=r"feature_stats.std must be a tensor of features.n_mels \(80\)"):
+        LogMel(FeatureConfig(normalize="corpus")).load_stats({"mean": torch.zeros(80), "std": torch.ones(40)}, "x")
+    LogMel().load_stats(None, "old.pt")  # per-utterance models from before the statistics existed still load

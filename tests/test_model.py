@@ -43,11 +43,16 @@ VARIANTS = {
     "lstm_lookahead": tiny(bidirectional=False, lookahead=3),
     "one_conv_x2": tiny(conv_channels=[4], conv_time_strides=[2], rnn_layers=1),
     "three_convs_x2": tiny(conv_channels=[4, 4, 4], conv_time_strides=[1, 2, 1], rnn_layers=1),
+    "full_rate_first_conv": tiny(conv_channels=[4, 4, 4], conv_time_strides=[1, 2, 2], conv_freq_strides=[2, 1, 2],
+                                 rnn_layers=1),
     "self_conditioned": tiny(rnn_layers=3, inter_ctc_weight=0.3, self_condition=True),
+    "vgg_dnn": tiny(frontend="vgg", dnn_neurons=10, rnn_layers=3, inter_ctc_weight=0.3, self_condition=True),
+    "vgg_one_pool": tiny(frontend="vgg", conv_channels=[4, 4], conv_time_strides=[1, 2], rnn_layers=1),
 }
 
 
-@pytest.mark.parametrize("name", ["bilstm", "one_conv_x2", "three_convs_x2"])
+@pytest.mark.parametrize("name", ["bilstm", "one_conv_x2", "three_convs_x2", "full_rate_first_conv", "vgg_dnn",
+                                  "vgg_one_pool"])
 def test_output_lengths_exact_for_odd_and_even_lengths(name):
     model = build(VARIANTS[name])
     lengths = list(range(1, 51))
@@ -61,7 +66,8 @@ def test_output_lengths_exact_for_odd_and_even_lengths(name):
             assert lp1.shape[1] == int(out1[0]) == int(model.output_lengths(torch.tensor([n]))[0]), n
 
 
-@pytest.mark.parametrize("name", ["bilstm", "bigru", "lstm_lookahead", "three_convs_x2", "self_conditioned"])
+@pytest.mark.parametrize("name", ["bilstm", "bigru", "lstm_lookahead", "three_convs_x2", "full_rate_first_conv",
+                                  "self_conditioned", "vgg_dnn", "vgg_one_pool"])
 def test_padded_batch_equals_each_utterance_alone(name):
     model = build(VARIANTS[name])
     x, L = padded_batch([37, 50, 12, 1, 2, 23, 49])

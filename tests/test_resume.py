@@ -35,6 +35,32 @@ def test_config_changes_and_shape_rule():
         resume.refuse_shape_changes(ckpt_io.step_path("x", 1), {"features.n_mels": (80, 40)})
 
 
+def test_keys_added_since_the_checkpoint_are_no_change_at_their_default():
+    """A run written before model.frontend existed resumes after the upgrade; set to anything else, it is a change."""
+    saved = {"model": {"rnn_hidden": 64}}
+    defaults = {"model": {"rnn_hidden": 256, "frontend": "conv"}}
+    assert resume.config_changes(saved, {"model": {"rnn_hidden": 64, "frontend": "conv"}}, defaults) == {}
+    assert resume.config_changes(saved, {"model": {"rnn_hidden": 64, "frontend": "vgg"}}, defaults) == {
+        "model.frontend": (None, "vgg")}
+    assert resume.config_changes(saved, {"model": {"rnn_hidden": 64, "frontend": "conv"}}) == {
+        "model.frontend": (None, "conv")}  # without the defaults every new key counts
+
+
+def test_global_feature_statistics_are_fitted_once_and_travel_with_the_checkpoints(tmp_path, tiny_corpus):
+    from asr.inference import load_model
+    run = tmp_path / "run"
+    main(_cfg(tiny_corpus, run, **FAST, **{"trainer.max_steps": 2, "features.normalize": "corpus"}))
+    blob = ckpt_io.load(ckpt_io.list_checkpoints(run / "checkpoints")[-1])
+    stats = blob["feature_stats"]
+    assert stats["mean"].shape == (80,) and stats["std"].min() > 0 and stats["mean"].abs().max() > 1
+    loaded = load_model(run, device="cpu")
+    assert torch.equal(loaded.featurizer.mean, stats["mean"]) and torch.equal(loaded.featurizer.std, stats["std"])
+    # A resumed run takes the statistics from the checkpoint: even a bad refit could not change them.
+    main(_cfg(tiny_corpus, run, **FAST, **{"trainer.max_steps": 4, "features.normalize": "corpus"}))
+    newest = ckpt_io.load(ckpt_io.list_checkpoints(run / "checkpoints")[-1])
+    assert newest["state"]["step"] == 4 and torch.equal(newest["feature_stats"]["mean"], stats["mean"])
+
+
 def test_all_checkpoints_unreadable_stops_instead_of_restarting(tmp_path, tiny_corpus):
     """The reported defect: truncate every rolling checkpoint and run again. It used to restart from step 0,
     keep the corrupt higher-numbered files, prune each new checkpoint at once and die in mark_best."""
@@ -95,8 +121,11 @@ def test_resume_reports_changed_keys_and_refuses_a_model_change(tmp_path, tiny_c
     lr = _cfg(tiny_corpus, run).optim.lr
     assert "2 changed setting(s)" in caplog.text and f"optim.lr: {lr!r} -> 0.002" in caplog.text
     assert "trainer.max_steps: 2 -> 4" in caplog.text
+    main(_cfg(tiny_corpus, run, **FAST, **{"trainer.max_steps": 6, "optim.lr": 2e-3, "model.inter_ctc_weight": 0.5}))
+    assert "model.inter_ctc_weight: 0.3 -> 0.5" in caplog.text  # a loss weight, not the network: resumed
+    assert json.loads((run / "summary.json").read_text())["steps"] == 6
     with pytest.raises(CheckpointError, match=r"model\.rnn_hidden 64 -> 96"):
-        main(_cfg(tiny_corpus, run, **FAST, **{"trainer.max_steps": 6, "model.rnn_hidden": 96}))
+        main(_cfg(tiny_corpus, run, **FAST, **{"trainer.max_steps": 8, "model.rnn_hidden": 96}))
 
 
 def test_weights_that_do_not_fit_are_one_line(tmp_path, tiny_corpus):

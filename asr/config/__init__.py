@@ -9,6 +9,7 @@
 Hydra composes configs/*.yaml over these schemas (registered in its ConfigStore by asr.hydra_cli).
 """
 from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig
 
 from asr.config.base import Choice, ConfigError, check, config_dir, to_container, to_object
 from asr.config.inference import (
@@ -36,7 +37,7 @@ from asr.config.train import (
     TrainerConfig,
 )
 
-__all__ = ["Choice", "ConfigError", "check", "config_dir", "to_container", "to_object", "register_configs",
+__all__ = ["Choice", "ConfigError", "check", "config_dir", "to_container", "to_object", "register_configs", "compose",
            "DATASETS", "DECODERS", "Backend", "BeamConfig", "Decoder", "EvalConfig", "InferenceConfig",
            "TranscribeConfig", "ServeConfig",
            "AugmentConfig", "DataConfig", "FeatureConfig", "ModelConfig", "Normalize", "OptimConfig", "Precision",
@@ -46,3 +47,14 @@ __all__ = ["Choice", "ConfigError", "check", "config_dir", "to_container", "to_o
 def register_configs() -> None:
     """Register the schema that configs/train.yaml extends, so presets are typed (unknown keys are errors)."""
     ConfigStore.instance().store(name="train_schema", node=TrainConfig)
+
+
+def compose(config_name: str, overrides: list[str]) -> DictConfig:
+    """configs/<config_name>.yaml composed with `overrides` exactly as the command line does (no run dir, no
+    logging set-up): for tests and benchmarks that must build what the CLI builds. Validate with `to_object`."""
+    from hydra import compose as hydra_compose
+    from hydra import initialize_config_dir
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
+        return hydra_compose(config_name=config_name, overrides=overrides)

@@ -10,12 +10,18 @@ from asr.config.base import Choice, check
 
 class Normalize(Choice):
     utterance = "utterance"  # per-feature mean/variance over each utterance's valid frames
+    corpus = "corpus"  # per-feature mean/variance over the training corpus ("global CMVN"; kept in checkpoints)
     none = "none"
 
 
 class RNNType(Choice):
     lstm = "lstm"
     gru = "gru"
+
+
+class FrontEnd(Choice):
+    conv = "conv"  # one strided 3 x 3 conv per model.conv_channels entry, BatchNorm, Hardtanh (DeepSpeech2)
+    vgg = "vgg"  # per entry a block of two 3 x 3 convs, LayerNorm, LeakyReLU, then max-pool (SpeechBrain's CRDNN)
 
 
 class Schedule(Choice):
@@ -37,7 +43,8 @@ class FeatureConfig:
     hop_ms: float = 10.0  # frame shift; T = 1 + S // hop
     n_fft: int = 512  # FFT size, >= window length in samples
     log_floor: float = 1e-6  # added before log so silence does not give -inf
-    normalize: Normalize = Normalize.utterance  # per-feature mean/var over each utterance's valid frames, or none
+    normalize: Normalize = Normalize.utterance  # per-feature mean/var: utterance, corpus (training set) or none
+    stats_utterances: int = 2000  # normalize=corpus: training utterances (evenly spaced) the statistics come from
 
     def __post_init__(self) -> None:
         self.normalize = Normalize.parse(self.normalize, "features.normalize")
@@ -46,6 +53,7 @@ class FeatureConfig:
         check(0 < self.hop_ms <= self.win_ms, "features.hop_ms", "must be in (0, win_ms]")
         check(self.n_fft >= self.win_length, "features.n_fft", f"must be >= window length ({self.win_length} samples)")
         check(self.log_floor > 0, "features.log_floor", "must be > 0")
+        check(self.stats_utterances >= 1, "features.stats_utterances", "must be >= 1")
 
     @property
     def win_length(self) -> int:
@@ -108,14 +116,17 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "small"  # preset label
-    conv_channels: list[int] = field(default_factory=lambda: [32, 32])  # one 2-D conv layer per entry
+    frontend: FrontEnd = FrontEnd.conv  # conv (strided convs) or vgg (conv blocks + max-pool)
+    conv_channels: list[int] = field(default_factory=lambda: [32, 32])  # one 2-D conv layer (vgg: block) per entry
     conv_time_strides: list[int] = field(default_factory=lambda: [2, 2])  # time stride per conv; product = subsampling
+    conv_freq_strides: Optional[list[int]] = None  # mel-axis stride per conv (1 or 2); None = 2 for every conv
     rnn_type: RNNType = RNNType.lstm  # lstm or gru
     rnn_hidden: int = 256  # hidden units per direction
     rnn_layers: int = 3  # stacked recurrent layers
     bidirectional: bool = True  # False for streaming (then use lookahead)
     lookahead: int = 0  # future frames of the lookahead convolution (unidirectional models only)
     dropout: float = 0.1  # between recurrent layers and before the head
+    dnn_neurons: int = 0  # > 0: a Linear -> LayerNorm -> LeakyReLU -> dropout block of this width before the head
     # Intermediate CTC (Lee & Watanabe, 2021): training adds inter_ctc_weight x the CTC loss of an intermediate
     # recurrent layer's output, read through the same head (no extra parameters; inference is unchanged).
     inter_ctc_weight: float = 0.0  # 0 = off; the loss is (1 - w) x final CTC + w x intermediate CTC
@@ -127,8 +138,16 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self.rnn_type = RNNType.parse(self.rnn_type, "model.rnn_type")
+        self.frontend = FrontEnd.parse(self.frontend, "model.frontend")
+        check(self.dnn_neurons >= 0, "model.dnn_neurons", "must be >= 0 (0: no DNN block)")
+        check(self.frontend == "conv" or self.conv_freq_strides is None, "model.conv_freq_strides",
+              "applies to model.frontend=conv only (vgg pools the mel bins by 2 per block); set it to null")
         check(len(self.conv_channels) == len(self.conv_time_strides) and len(self.conv_channels) >= 1,
                "model.conv_time_strides", "must have one entry per model.conv_channels entry (at least one)")
+        if self.conv_freq_strides is not None:
+            check(len(self.conv_freq_strides) == len(self.conv_channels) and set(self.conv_freq_strides) <= {1, 2},
+                  "model.conv_freq_strides", "must have one entry, 1 or 2, per model.conv_channels entry "
+                  "(or be null: every conv halves the mel bins)")
         sub = 1
         for s in self.conv_time_strides:
             sub *= s

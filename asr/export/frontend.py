@@ -36,6 +36,8 @@ class ConvLogMel(nn.Module):
         basis = torch.cat([torch.cos(angle), -torch.sin(angle)]) * window.double()  # (2K, n_fft)
         self.register_buffer("basis", basis.float()[:, None, :], persistent=False)  # (2K, 1, n_fft)
         self.register_buffer("fb", logmel.mel.mel_scale.fb.float().clone(), persistent=False)  # (K, F)
+        self.register_buffer("mean", logmel.mean.detach().float().clone(), persistent=False)  # (F,) normalize=corpus
+        self.register_buffer("std", logmel.std.detach().float().clone(), persistent=False)
         self.n_fft, self.hop = n_fft, spec.hop_length
         self.num_bins = n_fft // 2 + 1
 
@@ -50,4 +52,4 @@ class ConvLogMel(nn.Module):
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         pad = self.n_fft // 2  # centre=True with zero ("constant") padding, as LogMel
         feats = self.log_mel(nn.functional.pad(waves.float(), (pad, pad)))  # (B, T, F) from (B, S + n_fft)
-        return normalize_and_mask(feats, frame_lengths(lengths, self.hop), self.cfg)
+        return normalize_and_mask(feats, frame_lengths(lengths, self.hop), self.cfg, self.mean, self.std)

@@ -54,6 +54,9 @@ class StreamingStep(nn.Module):
             raise ExportError(f"streaming export needs features.normalize=none (this model was trained with "
                               f"{cfg.features.normalize}: per-utterance statistics need the whole utterance); "
                               f"train with model=streaming, whose preset sets it")
+        if cfg.model.frontend != "conv":
+            raise ExportError(f"streaming export runs the strided conv front-end (model.frontend=conv); this model "
+                              f"has model.frontend={cfg.model.frontend}")
         if cfg.model.rnn_type != "lstm":
             raise ExportError(f"streaming export supports LSTM layers; this model has {cfg.model.rnn_type}")
         from asr.export.frontend import ConvLogMel

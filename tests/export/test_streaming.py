@@ -89,13 +89,22 @@ def test_models_that_cannot_stream_are_refused(deploy_run, streaming_run):
     per_utterance.config.features.normalize = "utterance"
     with pytest.raises(ExportError, match="features.normalize=none"):
         StreamingStep(per_utterance, 4)
+    vgg = load_model(streaming_run["run"], "cpu")
+    vgg.config.model.frontend = "vgg"
+    with pytest.raises(ExportError, match="strided conv front-end .* model.frontend=vgg"):
+        StreamingStep(vgg, 4)
 
 
-@pytest.mark.parametrize("overrides", [[], ["model.self_condition=true"]])
+FULL_RATE_FIRST_CONV = ["model.conv_channels=[16,32,32]", "model.conv_time_strides=[1,2,2]",
+                        "model.conv_freq_strides=[2,1,2]"]
+
+
+@pytest.mark.parametrize("overrides", [[], ["model.self_condition=true"], FULL_RATE_FIRST_CONV])
 def test_the_streaming_preset_itself_streams(tmp_path, overrides):
     """model=streaming as shipped (4 x LSTM-384, lookahead 5, unnormalised features; seeded random weights: the
     arithmetic of its windows, state and lookahead does not depend on training) through the ONNX streaming step;
-    and with self-conditioned CTC, whose conditioning the step must apply after the same layer."""
+    with self-conditioned CTC, whose conditioning the step must apply after the same layer; and with a conv
+    front-end whose first layer keeps the full frame rate and the last two their own mel strides."""
     from conftest import compose_train
 
     from asr.config import TrainConfig, to_object
@@ -107,7 +116,7 @@ def test_the_streaming_preset_itself_streams(tmp_path, overrides):
     cfg = to_object(compose_train(["model=streaming", *overrides]), TrainConfig)
     torch.manual_seed(0)
     model = AcousticModel(cfg.model, cfg.features.n_mels, CharTokenizer().size).eval()
-    assert (model.inter_cond is not None) == bool(overrides)
+    assert (model.inter_cond is not None) == (overrides == ["model.self_condition=true"])
     loaded = LoadedModel(model=model, featurizer=LogMel(cfg.features).eval(), tokenizer=CharTokenizer(), config=cfg,
                          device=torch.device("cpu"), path=tmp_path / "random.pt", step=0, run_dir=None)
     g = torch.Generator().manual_seed(1)
