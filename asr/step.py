@@ -1,4 +1,4 @@
-"""One training step: forward (the one path, asr/forward.py) + CTC + backward, and the optimizer step every
+"""One training step: the objective (the one loss, asr/ctc.py `compute_loss`) + backward, and the optimizer step every
 `optim.accum_steps` batches. A non-finite loss or gradient skips the update and leaves every parameter, optimizer
 moment and BatchNorm statistic as it was.
 
@@ -19,10 +19,9 @@ from typing import Optional
 import torch
 
 from asr import distributed as dist_utils
-from asr.ctc import ctc_loss
+from asr.ctc import compute_loss
 from asr.data.dataset import Batch
-from asr.forward import forward
-from asr.runtime import Components
+from asr.runtime import Trainee
 from asr.state import TrainState
 
 log = logging.getLogger("asr.train")
@@ -47,22 +46,18 @@ class StepResult:
         return self.loss if math.isfinite(self.loss) else 0.0
 
 
-def train_step(run: Components, batch: Batch, state: TrainState) -> StepResult:
+def train_step(run: Trainee, batch: Batch, state: TrainState) -> StepResult:
     """Forward + CTC + backward on `batch`; the optimizer step when `state.batches_in_epoch + 1` completes an
-    accumulation of `optim.accum_steps` batches."""
+    accumulation of `optim.accum_steps` batches. `run`: a training run's Components, or a benchmark's Trainee."""
     cfg = run.cfg
     batch = batch.to(run.device)
     gen = torch.Generator(device="cpu").manual_seed(cfg.trainer.seed * 1_000_003 + state.step)
     # BatchNorm updates its running statistics in the forward pass: a NaN batch would poison them for good.
     buffers = [b.detach().clone() for b in run.raw_model.buffers()]
-    fwd = forward(run.featurizer, run.model, batch.waves, batch.wave_lengths, precision=run.amp_dtype,
-                  augment=run.feature_augment, generator=gen, intermediate=cfg.model.inter_ctc_weight > 0)
-    losses, zeroed = ctc_loss(fwd.log_probs, fwd.out_lengths, batch.targets, batch.target_lengths)
-    if fwd.inter_log_probs is not None:  # intermediate CTC: the same targets, read at a lower layer
-        inter, _ = ctc_loss(fwd.inter_log_probs, fwd.out_lengths, batch.targets, batch.target_lengths)
-        w = cfg.model.inter_ctc_weight
-        losses = (1 - w) * losses + w * inter
-    loss = losses.mean()
+    objective = compute_loss(run.featurizer, run.model, batch.waves, batch.wave_lengths, batch.targets,
+                             batch.target_lengths, inter_ctc_weight=cfg.model.inter_ctc_weight,
+                             precision=run.amp_dtype, augment=run.feature_augment, generator=gen)
+    loss, zeroed = objective.loss, objective.zeroed
     if not torch.isfinite(loss):
         with torch.no_grad():
             for b, saved in zip(run.raw_model.buffers(), buffers):

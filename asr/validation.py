@@ -14,7 +14,7 @@ from tqdm import tqdm
 
 from asr import distributed as dist_utils
 from asr import resume, tb
-from asr.ctc import ctc_loss
+from asr.ctc import compute_loss
 from asr.data.dataset import AudioDataset, Batch
 from asr.decoding.greedy import greedy_decode
 from asr.forward import forward
@@ -60,9 +60,11 @@ def evaluate_loss_batches(run: Components, dataset: AudioDataset, batches: list[
         if len(batch) == 0:
             continue
         batch = batch.to(run.device)
-        out = forward(run.featurizer, run.raw_model, batch.waves, batch.wave_lengths, precision=run.amp_dtype)
-        losses, _ = ctc_loss(out.log_probs, out.out_lengths, batch.targets, batch.target_lengths)
-        yield batch, out.log_probs, out.out_lengths, losses
+        objective = compute_loss(run.featurizer, run.raw_model, batch.waves, batch.wave_lengths, batch.targets,
+                                 batch.target_lengths, inter_ctc_weight=run.cfg.model.inter_ctc_weight,
+                                 precision=run.amp_dtype)
+        out = objective.output
+        yield batch, out.log_probs, out.out_lengths, objective.losses
 
 
 @torch.no_grad()

@@ -1,8 +1,8 @@
 """GPU training throughput of a model preset on generated batches: audio-seconds per second and peak memory.
 
-Runs the same step as `asr-train` (log-mel on the GPU, SpecAugment, model under autocast, fp32 CTC loss, AdamW,
-gradient clipping, GradScaler for fp16) on random waveforms with random transcripts, for each precision, and
-prints one table. Generated batches keep the figure about the model and the step, not the disk.
+Runs the step `asr-train` takes (asr.step.train_step on the Trainee asr.runtime.build_trainee builds: log-mel on
+the GPU, SpecAugment, model under autocast, the objective with intermediate CTC in fp32, AdamW, gradient clipping,
+GradScaler for fp16) on random waveforms with random transcripts, for each precision, and prints one table. Generated batches keep the figure about the model and the step, not the disk.
 
     python scripts/bench_gpu_train.py --model large --steps 200 --batch 32 --seconds 15
 """
@@ -10,35 +10,24 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
+import sys
 from pathlib import Path
 
 import torch
-from omegaconf import OmegaConf
 
-from asr.augment import SpecAugment
-from asr.config import AugmentConfig, FeatureConfig, ModelConfig, OptimConfig, to_object
-from asr.ctc import ctc_loss
-from asr.features import LogMel
-from asr.forward import amp_dtype, forward
-from asr.model import AcousticModel
-from asr.optim import build_optimizer
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-ROOT = Path(__file__).resolve().parents[1]
+from benchmarks import step as bench_step  # noqa: E402
+
+from asr.data.dataset import Batch  # noqa: E402
+
 
 
 def run(preset: str, precision: str, steps: int, batch: int, seconds: float, device: str = "cuda",
         warmup: int = 5) -> dict:
-    dev = torch.device(device)
-    torch.manual_seed(0)
-    mcfg = to_object(OmegaConf.load(ROOT / "configs" / "model" / f"{preset}.yaml"), ModelConfig)
-    feats_cfg = FeatureConfig()
-    featurizer, spec = LogMel(feats_cfg).to(dev), SpecAugment(AugmentConfig()).to(dev)
-    model = AcousticModel(mcfg, feats_cfg.n_mels, 29).to(dev).train()
-    opt = build_optimizer(model, OptimConfig(lr=1e-4))
-    scaler = torch.amp.GradScaler(dev.type, enabled=precision == "fp16")
-    amp = amp_dtype(precision)
-    S = int(seconds * feats_cfg.sample_rate)
+    trainee = bench_step.trainee(preset, precision=precision, device=device)
+    dev, sr = trainee.device, trainee.cfg.features.sample_rate
+    S = int(seconds * sr)
     g = torch.Generator(device="cpu").manual_seed(0)
     # Lengths spread like a duration bucket (75-100 % of the longest), transcripts at ~15 characters a second.
     lengths = (S * (0.75 + 0.25 * torch.rand(batch, generator=g))).long()
@@ -48,37 +37,20 @@ def run(preset: str, precision: str, steps: int, batch: int, seconds: float, dev
     U = int(seconds * 15)
     targets = torch.randint(1, 29, (batch, U), generator=g)
     target_lengths = (lengths.float() / S * U).long().clamp(min=1)
-    waves, lengths, targets, target_lengths = (t.to(dev) for t in (waves, lengths, targets, target_lengths))
-    audio_s = float(lengths.sum()) / feats_cfg.sample_rate
-
-    def step():
-        out = forward(featurizer, model, waves, lengths, precision=amp, augment=spec)
-        losses, _ = ctc_loss(out.log_probs, out.out_lengths, targets, target_lengths)
-        scaler.scale(losses.mean()).backward()
-        scaler.unscale_(opt)
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        scaler.step(opt)
-        scaler.update()
-        opt.zero_grad(set_to_none=True)
-        return losses.mean()
-
+    data = Batch(ids=[str(i) for i in range(batch)], waves=waves, wave_lengths=lengths, targets=targets,
+                 target_lengths=target_lengths, texts=[""] * batch).to(dev)
+    audio_s = float(lengths.sum()) / sr
     cuda = dev.type == "cuda"
-    for _ in range(warmup):
-        step()
+    bench_step.timed_steps(trainee, [data] * warmup)
     if cuda:
-        torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        loss = step()
-    if cuda:
-        torch.cuda.synchronize()
-    dt = time.perf_counter() - t0
-    return {"model": preset, "params_M": round(model.num_parameters() / 1e6, 1), "precision": precision,
+    dt = bench_step.timed_steps(trainee, [data] * (steps + 1)) * (steps + 1) / steps  # timed_steps skips one
+    finite = all(torch.isfinite(p).all() for p in trainee.raw_model.parameters())
+    return {"model": preset, "params_M": round(trainee.raw_model.num_parameters() / 1e6, 1), "precision": precision,
             "batch": batch, "seconds": seconds, "steps": steps, "step_ms": round(1000 * dt / steps, 1),
             "audio_s_per_s": round(audio_s * steps / dt),
             "peak_GiB": round(torch.cuda.max_memory_allocated() / 2**30, 2) if cuda else None,
-            "final_loss_finite": bool(torch.isfinite(loss))}
+            "final_loss_finite": bool(finite)}
 
 
 def main() -> None:

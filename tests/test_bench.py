@@ -54,3 +54,40 @@ def test_quick_run_reports_every_benchmark(tmp_path, capsys):
     assert "| features |" in (tmp_path / "b.md").read_text()
     for r in (r for r in result["rows"] if r["bench"] == "backends"):  # exported models compute the same log-probs
         assert r["alt"] > 0 and float(r["extra"]["max abs diff"]) < 1e-3, r
+
+
+def test_the_step_benchmark_trains_exactly_what_asr_train_trains(tmp_path, tiny_corpus):
+    """The benchmark's Trainee and an `asr-train` run's Components, built from the same configuration and started
+    from the same weights, take the same step on the same batch: same augmentation, objective (intermediate CTC
+    included, as the small preset ships it), clipping and AdamW update, to the last bit."""
+    from dataclasses import replace
+
+    import torch
+    from benchmarks import step as bench_step
+    from conftest import compose_train, tiny_train_overrides
+
+    from asr.config import TrainConfig, to_object
+    from asr.runtime import build
+    from asr.state import TrainState
+    from asr.step import train_step
+
+    overrides = tiny_train_overrides(tiny_corpus, tmp_path / "run")
+    cfg = to_object(compose_train(overrides), TrainConfig)
+    assert cfg.model.inter_ctc_weight > 0 and cfg.augment.spec_augment  # what the comparison must cover
+    components = build(cfg, tmp_path / "run")
+    model_overrides = {k.split(".", 1)[1]: v for k, v in (o.split("=", 1) for o in overrides) if k.startswith("model.")}
+    trainee = bench_step.trainee("small", model_overrides)
+    # Speed perturbation and noise act on waveforms in the dataset, before the step: the feature augmentation is the same.
+    waveform_level = dict(speed_perturb=[], speed_per_batch=True, noise_snr_db=None)
+    assert replace(trainee.cfg.augment, **waveform_level) == replace(cfg.augment, **waveform_level)
+    assert trainee.cfg.model == cfg.model and trainee.cfg.features == cfg.features
+    # The schedule (warm-up) is the loop's: the step takes the optimizer's learning rate as the loop set it.
+    assert replace(trainee.cfg.optim, warmup_steps=0) == replace(cfg.optim, warmup_steps=0)
+    trainee.raw_model.load_state_dict(components.raw_model.state_dict())
+    batch = components.train_dataset[list(range(4))]
+    for run in (components, trainee):
+        torch.manual_seed(0)
+        result = train_step(run, batch, TrainState())
+        assert result.updated and not result.skipped
+    for (name, a), b in zip(components.raw_model.state_dict().items(), trainee.raw_model.state_dict().values()):
+        assert torch.equal(a, b), name

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import torch
 
-from asr.config import FeatureConfig, TrainConfig
 from asr.export.exporter import export
 from asr.export.runtime import load_exported
 from asr.inference import LoadedModel, load_model
@@ -23,7 +22,7 @@ from asr.lengths import pad_waves
 from asr.text import CharTokenizer
 
 from .common import SAMPLE_RATE, Row, demo_durations, speechlike
-from .step import load_model_config, trainee
+from .step import trainee
 
 BATCH = 8
 
@@ -31,9 +30,9 @@ BATCH = 8
 def reference(checkpoint: str | None) -> LoadedModel:
     if checkpoint:
         return load_model(checkpoint, "cpu")
-    model, featurizer, _ = trainee("small")
-    cfg = TrainConfig(model=load_model_config("small", None), features=FeatureConfig())
-    return LoadedModel(model=model.eval(), featurizer=featurizer.eval(), tokenizer=CharTokenizer(), config=cfg,
+    run = trainee("small")
+    return LoadedModel(model=run.raw_model.eval(), featurizer=run.featurizer.eval(), tokenizer=CharTokenizer(),
+                       config=run.cfg,
                        device=torch.device("cpu"), path=Path("small preset, random weights"), step=0, run_dir=None)
 
 

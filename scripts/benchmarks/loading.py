@@ -16,11 +16,12 @@ from pathlib import Path
 import soundfile as sf
 
 from asr.config import FeatureConfig
-from asr.ctc import ctc_loss
 from asr.data.dataset import AudioDataset, make_loader
 from asr.data.manifest import Utterance
 from asr.data.sampler import DurationBucketSampler
 from asr.features import LogMel
+from asr.state import TrainState
+from asr.step import train_step
 from asr.text import CharTokenizer
 
 from .common import SAMPLE_RATE, Row, demo_durations, speechlike
@@ -60,8 +61,10 @@ def loader_throughput(utts: list[Utterance], workers: int) -> float:
 
 
 def training_data_wait(utts: list[Utterance], workers: int) -> tuple[float, float]:
-    """(data wait share, real audio-s/s) of one epoch of small-model training steps fed by the loader."""
-    model, featurizer, optimizer = trainee("small")
+    """(data wait share, real audio-s/s) of one epoch of the small model's training steps (the trainer's) fed by
+    the loader."""
+    run = trainee("small")
+    state = TrainState()
     waited = audio = 0.0
     t_start = time.perf_counter()
     it = iter(_loader(utts, workers))
@@ -71,10 +74,8 @@ def training_data_wait(utts: list[Utterance], workers: int) -> tuple[float, floa
         waited += time.perf_counter() - t0
         if batch is None:
             break
-        log_probs, out_lengths = model(*featurizer(batch.waves, batch.wave_lengths))
-        ctc_loss(log_probs, out_lengths, batch.targets, batch.target_lengths)[0].mean().backward()
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
+        train_step(run, batch, state)
+        state.step += 1
         audio += float(batch.wave_lengths.sum()) / SAMPLE_RATE
     total = time.perf_counter() - t_start
     return waited / total, audio / total

@@ -1,5 +1,6 @@
-"""Training step: audio-seconds per second of one `asr-train` step on generated batches (the step without the
-disk), split into log-mel features / forward / CTC / backward / optimizer, for a model preset (and overrides).
+"""Training step: audio-seconds per second of the step `asr-train` takes (asr.step.train_step on a Trainee built
+by asr.runtime.build_trainee: log-mel, SpecAugment as the demo recipe sets it, the model, the objective with
+intermediate CTC, backward, clipping, AdamW) on generated batches, for a model preset (and overrides).
 
 On a few CPU cores it also answers the question behind the demo recipe: does a smaller batch cost throughput?
 (If not, smaller batches buy more updates per epoch for free.) Data wait is the loading benchmark's job.
@@ -7,67 +8,68 @@ On a few CPU cores it also answers the question behind the demo recipe: does a s
 from __future__ import annotations
 
 import time
-from pathlib import Path
+from typing import Optional
 
 import torch
-from omegaconf import OmegaConf
 
-from asr.config import FeatureConfig, ModelConfig, OptimConfig, to_object
-from asr.ctc import ctc_loss
-from asr.features import LogMel
-from asr.model import AcousticModel
-from asr.optim import build_optimizer
+from asr.config import TrainConfig, compose, to_object
+from asr.data.dataset import Batch
+from asr.runtime import Trainee, build_trainee
+from asr.state import TrainState
+from asr.step import train_step
+from asr.text import CharTokenizer
 
 from .common import Row
 
-ROOT = Path(__file__).resolve().parents[2]
-PHASES = ("features", "forward", "ctc", "backward", "optimizer")
 
-
-def load_model_config(preset: str, override: dict | None = None) -> ModelConfig:
-    cfg = OmegaConf.load(ROOT / "configs" / "model" / f"{preset}.yaml")
-    return to_object(OmegaConf.merge(cfg, override or {}), ModelConfig)
-
-
-def trainee(preset: str = "small", override: dict | None = None) -> tuple[AcousticModel, LogMel, torch.optim.Optimizer]:
-    """(model in train mode, log-mel front-end, AdamW) for a model preset, seeded: what every benchmark that runs
-    training steps trains (29 classes, the character vocabulary's size)."""
+def trainee(preset: str = "small", override: Optional[dict] = None, precision: str = "fp32",
+            device: str = "cpu") -> Trainee:
+    """What `asr-train model=PRESET` trains on the demo's data preset (its augmentation, the optimizer preset, the
+    character vocabulary), with `override` {model key: value} applied, seeded, on `device`."""
+    overrides = [f"model={preset}", f"trainer.precision={precision}"]
+    overrides += [f"model.{k}={_hydra_value(v)}" for k, v in (override or {}).items()]
+    cfg = to_object(compose("train", overrides), TrainConfig)
     torch.manual_seed(0)
-    model = AcousticModel(load_model_config(preset, override), FeatureConfig().n_mels, 29).train()
-    return model, LogMel(FeatureConfig()), build_optimizer(model, OptimConfig(lr=1e-4))
+    return build_trainee(cfg, torch.device(device), CharTokenizer().size)
 
 
-def measure(preset: str, override: dict | None, batch: int, seconds: float, steps: int,
-            chars_per_s: float = 12.0) -> dict:
-    """Mean over `steps` timed steps after one warm-up step: seconds per step, audio-s/s, share of each phase."""
-    model, featurizer, optimizer = trainee(preset, override)
+def _hydra_value(v) -> str:
+    return "[" + ",".join(str(x) for x in v) + "]" if isinstance(v, (list, tuple)) else str(v).lower() \
+        if isinstance(v, bool) else str(v)
+
+
+def generated_batch(batch: int, seconds: float, chars_per_s: float = 12.0, vocab: int = 29) -> Batch:
+    """`batch` utterances of `seconds` of noise with random transcripts of `chars_per_s` characters a second."""
     samples = int(seconds * 16000)
-    waves, lengths = torch.randn(batch, samples) * 0.1, torch.full((batch,), samples)
     units = int(seconds * chars_per_s)
-    targets, target_lengths = torch.randint(1, 29, (batch, units)), torch.full((batch,), units)
-    spent = dict.fromkeys(PHASES, 0.0)
-    for i in range(steps + 1):
-        t = [time.perf_counter()]
-        feats, frames = featurizer(waves, lengths)
-        t.append(time.perf_counter())
-        log_probs, out_lengths = model(feats, frames)
-        t.append(time.perf_counter())
-        loss = ctc_loss(log_probs, out_lengths, targets, target_lengths)[0].mean()
-        t.append(time.perf_counter())
-        loss.backward()
-        t.append(time.perf_counter())
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        t.append(time.perf_counter())
-        if i:  # the first step warms up allocators and kernels
-            for k, name in enumerate(PHASES):
-                spent[name] += t[k + 1] - t[k]
-    per_step = sum(spent.values()) / steps
+    return Batch(ids=[f"gen-{i}" for i in range(batch)], waves=torch.randn(batch, samples) * 0.1,
+                 wave_lengths=torch.full((batch,), samples), targets=torch.randint(1, vocab, (batch, units)),
+                 target_lengths=torch.full((batch,), units), texts=[""] * batch)
+
+
+def timed_steps(run: Trainee, batches: list[Batch]) -> float:
+    """Seconds spent in `train_step` over batches[1:] (the first warms up allocators and kernels)."""
+    state, spent = TrainState(), 0.0
+    for i, batch in enumerate(batches):
+        t0 = time.perf_counter()
+        train_step(run, batch, state)
+        if run.device.type == "cuda":
+            torch.cuda.synchronize(run.device)
+        if i:
+            spent += time.perf_counter() - t0
+        state.step += 1
+    return spent
+
+
+def measure(preset: str, override: Optional[dict], batch: int, seconds: float, steps: int,
+            precision: str = "fp32") -> dict:
+    """Mean seconds per step over `steps` timed steps after one warm-up step, and audio-s/s."""
+    run = trainee(preset, override, precision)
+    data = generated_batch(batch, seconds, vocab=CharTokenizer().size)
+    per_step = timed_steps(run, [data] * (steps + 1)) / steps
     return {"preset": preset, "override": override or {}, "batch": batch, "seconds": seconds,
-            "params_m": round(model.num_parameters() / 1e6, 2), "step_s": round(per_step, 4),
-            "audio_s_per_s": round(batch * seconds / per_step, 1),
-            "split": {k: round(v / steps / per_step, 3) for k, v in spent.items()}}
+            "params_m": round(run.raw_model.num_parameters() / 1e6, 2), "step_s": round(per_step, 4),
+            "audio_s_per_s": round(batch * seconds / per_step, 1)}
 
 
 def run(quick: bool, scales: list[int]) -> list[Row]:
@@ -78,7 +80,6 @@ def run(quick: bool, scales: list[int]) -> list[Row]:
         for scale in scales:
             r = measure(preset, None, per_scale * scale, 4.0, steps)
             rows.append(Row("step", f"{preset} ({r['params_m']} M), {per_scale} x 4 s per 1x, fp32 CPU", scale,
-                            "audio-s/s", r["audio_s_per_s"],
-                            extra={"step s": r["step_s"],
-                                   **{k: f"{100 * v:.0f} %" for k, v in r["split"].items()}}))
+                            "audio-s/s", r["audio_s_per_s"], extra={"step s": r["step_s"]}))
     return rows
+
