@@ -112,7 +112,11 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
-    except OSError as exc:  # permissions, I/O errors: the file may be fine
+    except OSError as exc:
+        if _bytes_readable(path):  # torch's zip reader raises OSError (EINVAL) on some truncations: the content
+            raise CorruptCheckpointError(f"cannot load checkpoint {path}: truncated or corrupt "
+                                         f"({exc.strerror or exc})") from None
+        # permissions, I/O errors: the file may be fine
         raise CheckpointError(f"cannot read checkpoint {path}: {exc.strerror or exc}") from None
     except Exception as exc:
         # torch.save writes a zip archive. For anything else torch.load's message is noise (a text file gives
@@ -130,6 +134,17 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not isinstance(ckpt, dict) or ckpt.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not an asr checkpoint of format {FORMAT_VERSION}")
     return ckpt
+
+
+def _bytes_readable(path: Path) -> bool:
+    """True when the OS reads every byte of `path`: a load that then fails is the file's fault, not the OS's."""
+    try:
+        with open(path, "rb") as f:
+            while f.read(1 << 24):
+                pass
+        return True
+    except OSError:
+        return False
 
 
 def run_dir_of(checkpoint_file: Path) -> Path | None:

@@ -60,6 +60,34 @@ def test_a_file_that_is_no_checkpoint_is_named_and_said_so(tmp_path):
         ck.load(tmp_path / "docs.zip")
 
 
+def test_a_checkpoint_truncated_at_any_size_is_corrupt_and_the_older_one_is_resumed(tmp_path):
+    """Issue 25: cut between ~5 and ~68 KB, torch's zip reader raised OSError(EINVAL), which was taken for an OS
+    failure: the file was not moved aside and the older good checkpoint never tried. Every cut is corruption."""
+    blob = _blob(2)
+    blob["model"] = {f"w{i}": torch.randn(64, 64, generator=torch.Generator().manual_seed(i)) for i in range(12)}
+    good = ck.save_atomic(_blob(1), ck.step_path(tmp_path, 1))
+    newest = ck.save_atomic(blob, ck.step_path(tmp_path, 2)).read_bytes()
+    for size in range(0, len(newest), 2048):
+        ck.step_path(tmp_path, 2).write_bytes(newest[:size])
+        with pytest.raises(ck.CorruptCheckpointError, match=r"step-00000002\.pt"):
+            ck.load(ck.step_path(tmp_path, 2))
+    path, loaded = ck.latest_loadable(tmp_path)
+    assert path == good and loaded["state"]["step"] == 1
+    assert [p.name for p in tmp_path.iterdir() if "corrupt" in p.name]  # the cut newest was moved aside
+
+
+def test_an_unreadable_file_is_not_taken_for_a_corrupt_one(tmp_path, monkeypatch):
+    path = ck.save_atomic(_blob(1), tmp_path / "a.pt")
+
+    def io_error(*args, **kwargs):
+        raise OSError(5, "Input/output error")
+    monkeypatch.setattr(torch, "load", io_error)
+    monkeypatch.setattr(ck, "_bytes_readable", lambda p: False)  # the disk fails for every reader
+    with pytest.raises(ck.CheckpointError, match="cannot read checkpoint .*a.pt: Input/output error") as exc:
+        ck.load(path)
+    assert not isinstance(exc.value, ck.CorruptCheckpointError)
+
+
 def test_newest_loadable_skips_a_corrupt_newest_and_ignores_temp_files(tmp_path):
     for s in (1, 2):
         ck.save_atomic(_blob(s), ck.step_path(tmp_path, s))
