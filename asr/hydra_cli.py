@@ -140,8 +140,23 @@ def run(prog: str, config_name: str, schema_name: str, schema: type,
         _run()
     except (HydraException, OmegaConfBaseException) as exc:
         fail(prog, _describe(exc))
-    except OSError as exc:
-        if exc.errno not in STORAGE_ERRNOS:
+    except (OSError, ValueError) as exc:
+        # An OSError of its own, or wrapped: Hydra's logging set-up reports an unwritable log file as
+        # ValueError("Unable to configure handler 'file'") caused by the PermissionError/EROFS underneath.
+        cause = storage_error(exc)
+        if cause is None:
             raise
-        fail(prog, f"cannot write {exc.filename or 'the output folder'}: {exc.strerror or exc}; choose a writable "
-                   "folder (run_dir=... or hydra.run.dir=...) or free space")
+        fail(prog, f"cannot write {cause.filename or 'the output folder'}: {cause.strerror or cause}; choose a "
+                   "writable folder (run_dir=... or hydra.run.dir=...) or free space")
+
+
+def storage_error(exc: BaseException) -> Optional[OSError]:
+    """The storage failure (full, read-only or forbidden: STORAGE_ERRNOS) that `exc` is or was caused by, if any."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in STORAGE_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None

@@ -195,23 +195,29 @@ def test_no_hydra_folder_outside_the_run_dir(tmp_path, tiny_corpus):
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="needs Linux mount namespaces")
-@pytest.mark.parametrize("fs", ["read-only", "full"])
+@pytest.mark.parametrize("fs", ["read-only", "full", "read-only-existing"])
 def test_unwritable_run_dir_is_one_line_exit_2(tmp_path, tiny_corpus, fs):
-    """A run directory on a read-only file system (EROFS) or a full one (ENOSPC): one line, exit 2. The file
+    """A run directory on a read-only file system (EROFS) or a full one (ENOSPC): one line, exit 2; also an existing
+    run, remounted read-only before it is resumed (Hydra's log file handler then fails first, issue 25). The file
     system is a tmpfs mounted in a private mount namespace of the child (unshare), so nothing leaks."""
     from conftest import tiny_train_overrides
     if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
         pytest.skip("unshare -rm (user + mount namespaces) is not permitted here")
     mnt = tmp_path / "mnt"
     mnt.mkdir()
-    opts = "ro,size=1m" if fs == "read-only" else "size=200k"  # 200 kB: logs fit, the first checkpoint does not
-    train = " ".join(f"'{a}'" for a in tiny_train_overrides(tiny_corpus, mnt / "run", **{**FAST,
-                                                                                      "trainer.max_steps": 4}))
-    script = f"mount -t tmpfs -o {opts} tmpfs {mnt} && exec {sys.executable} -m asr.train {train}"
+    # 200 kB: logs fit, the first checkpoint does not
+    opts = {"read-only": "ro,size=1m", "full": "size=200k", "read-only-existing": "size=20m"}[fs]
+
+    def train(steps: int) -> str:
+        return " ".join(f"'{a}'" for a in tiny_train_overrides(tiny_corpus, mnt / "run", **{
+            **FAST, "trainer.max_steps": steps}))
+    first = f"{sys.executable} -m asr.train {train(2)} && mount -o remount,ro {mnt} && " \
+        if fs == "read-only-existing" else ""
+    script = f"mount -t tmpfs -o {opts} tmpfs {mnt} && {first}exec {sys.executable} -m asr.train {train(4)}"
     r = subprocess.run(["unshare", "-rm", "sh", "-c", script], cwd=ROOT, capture_output=True, text=True,
                        timeout=300, env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)})
     lines = [ln for ln in r.stderr.splitlines() if ln.startswith("asr-train: error:")]
     assert r.returncode == 2, r.stderr[-3000:]
     assert len(lines) == 1 and "Traceback" not in r.stderr, r.stderr[-3000:]
-    expected = "Read-only file system" if fs == "read-only" else "No space left on device"
+    expected = "Read-only file system" if fs.startswith("read-only") else "No space left on device"
     assert expected in lines[0] and "run_dir" in lines[0]
