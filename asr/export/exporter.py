@@ -22,7 +22,7 @@ import torch
 
 from asr.decoding.greedy import greedy_decode
 from asr.export.graph import INPUTS, OUTPUTS, Deployable, sidecar
-from asr.export.runtime import ExportedModel, ExportError, sidecar_path
+from asr.export.runtime import CONTRACT_KEY, ExportedModel, ExportError, contract_digest, sidecar_path
 from asr.fileio import atomic_write
 from asr.inference import LoadedModel
 from asr.lengths import pad_waves
@@ -43,8 +43,10 @@ def _trace_example(sample_rate: int) -> tuple[torch.Tensor, torch.Tensor]:
 
 
 def write_model(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path: Path, fmt: str,
-                inputs: Sequence[str], outputs: Sequence[str], axes: dict[str, dict[int, str]]) -> None:
-    """Trace `module` on `example` into `path` as ONNX (named inputs/outputs, `axes` dynamic) or TorchScript."""
+                inputs: Sequence[str], outputs: Sequence[str], axes: dict[str, dict[int, str]],
+                digest: str | None = None) -> None:
+    """Trace `module` on `example` into `path` as ONNX (named inputs/outputs, `axes` dynamic) or TorchScript,
+    recording `digest` (the sidecar's `contract_digest`) in the file itself when given."""
     with torch.no_grad(), warnings.catch_warnings():
         # The TorchScript-based ONNX exporter (dynamo=False: it handles nn.LSTM with dynamic batch and time axes
         # without onnxscript) warns about its own deprecation and about batch_first LSTMs, the tracer about
@@ -53,8 +55,14 @@ def write_model(module: torch.nn.Module, example: tuple[torch.Tensor, ...], path
         if fmt == "onnx":
             torch.onnx.export(module, example, str(path), input_names=list(inputs), output_names=list(outputs),
                               dynamic_axes=axes, opset_version=ONNX_OPSET, dynamo=False)
+            if digest is not None:
+                import onnx
+                proto = onnx.load(str(path))
+                onnx.helper.set_model_props(proto, {CONTRACT_KEY: digest})
+                onnx.save(proto, str(path))
         else:
-            torch.jit.trace(module, example, check_trace=False).save(str(path))
+            torch.jit.trace(module, example, check_trace=False).save(
+                str(path), _extra_files={CONTRACT_KEY: digest} if digest is not None else {})
 
 
 @contextmanager
@@ -123,7 +131,8 @@ def export(loaded: LoadedModel, fmt: str, out: str | Path, check_waves: Sequence
             "log_probs": {0: "batch", 1: "frames"}, "out_lengths": {0: "batch"}}
     meta = sidecar(loaded, fmt, out.name, {})
     with staged(out) as tmp:
-        write_model(Deployable(loaded).eval(), _trace_example(loaded.sample_rate), tmp, fmt, INPUTS, OUTPUTS, axes)
+        write_model(Deployable(loaded).eval(), _trace_example(loaded.sample_rate), tmp, fmt, INPUTS, OUTPUTS, axes,
+                    digest=contract_digest(meta))
         sidecar_path(tmp).write_text(json.dumps(meta))
         parity = measure_parity(loaded, ExportedModel(tmp, threads=1), check_waves)
         parity["tolerance"] = tolerance

@@ -41,6 +41,20 @@ def default_export_path(checkpoint_file: Path, fmt: str) -> Path:
     return base / "export" / ("model.onnx" if fmt == "onnx" else "model.pt")
 
 
+# The key under which an exported file records the digest of its sidecar's contract (ONNX metadata_props,
+# TorchScript extra file), so a sidecar edited or swapped after export is caught at load.
+CONTRACT_KEY = "asr_sidecar_contract"
+# What the exported graph was built with: a runtime that reads other values from the sidecar misreads its outputs.
+CONTRACT_FIELDS = ("vocab", "blank", "sample_rate", "samples_per_frame", "features", "model")
+
+
+def contract_digest(meta: dict[str, Any]) -> str:
+    """sha256 of the sidecar fields the exported graph was built with (canonical JSON)."""
+    import hashlib
+    body = json.dumps({k: meta.get(k) for k in CONTRACT_FIELDS}, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(body.encode("utf-8")).hexdigest()
+
+
 def frames_for_samples(num_samples: int, hop: int, conv_time_strides: list[int]) -> int:
     """T' for num_samples samples: the front-end's frame count, then the conv subsampling's (the same arithmetic
     as LogMel.output_lengths and AcousticModel.output_lengths, from the sidecar's numbers alone)."""
@@ -71,7 +85,29 @@ class ExportedModel:
             raise ExportError(f"{meta_path}: not a usable sidecar ({type(exc).__name__}: {exc}); re-export the "
                               f"model") from None
         self.threads = threads or min(4, os.cpu_count() or 1)
+        self._stored_digest: str | None = None
         self._run = self._onnx_runner() if self.format == "onnx" else self._torchscript_runner()
+        self._check_sidecar(meta_path)
+
+    def _check_sidecar(self, meta_path: Path) -> None:
+        """Refuse, in one line, a sidecar that does not describe this model: one sample rate, the digest the
+        export recorded in the model file (a changed or permuted vocabulary, rate or feature setting), and, for
+        files exported before digests, the output size against the vocabulary (one probe run)."""
+        redo = "re-export the model with `asr-export` (the sidecar must be the one written with it)"
+        features_rate = (self.meta.get("features") or {}).get("sample_rate", self.sample_rate)
+        if int(features_rate) != self.sample_rate:
+            raise ExportError(f"{meta_path}: sample_rate {self.sample_rate} contradicts features.sample_rate "
+                              f"{features_rate}; {redo}")
+        if self._stored_digest is not None:
+            if self._stored_digest != contract_digest(self.meta):
+                raise ExportError(f"{meta_path}: does not match {self.path.name} (vocabulary, sample rate or features "
+                                  f"differ from what the model was exported with); {redo}")
+            return
+        n = max(self.samples_per_frame * 4, self.sample_rate // 4)
+        lp, _ = self.log_probs(torch.zeros(1, n), torch.tensor([n]))
+        if lp.shape[-1] != len(self.tokenizer.vocab):
+            raise ExportError(f"{meta_path}: its vocabulary has {len(self.tokenizer.vocab)} symbols but "
+                              f"{self.path.name} outputs {lp.shape[-1]} classes; {redo}")
 
     # --- what inference code reads -------------------------------------------------------------------------
     @property
@@ -101,6 +137,7 @@ class ExportedModel:
     # --- the two runtimes ----------------------------------------------------------------------------------
     def _onnx_runner(self):
         session = onnx_session(self.path, self.threads)
+        self._stored_digest = session.get_modelmeta().custom_metadata_map.get(CONTRACT_KEY)
 
         def run(waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             lp, n = session.run(["log_probs", "out_lengths"], {"waves": waves.numpy(), "lengths": lengths.numpy()})
@@ -109,7 +146,10 @@ class ExportedModel:
         return run
 
     def _torchscript_runner(self):
-        module = load_torchscript(self.path)
+        extra = {CONTRACT_KEY: ""}
+        module = load_torchscript(self.path, extra)
+        stored = extra[CONTRACT_KEY]  # torch.jit.load fills it with the file's bytes
+        self._stored_digest = (stored.decode("utf-8") if isinstance(stored, bytes) else stored) or None
 
         def run(waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             lp, n = module(waves, lengths)
@@ -133,12 +173,13 @@ def onnx_session(path: Path, threads: int):
                           f"re-export with `asr-export format=onnx`") from None
 
 
-def load_torchscript(path: Path) -> torch.jit.ScriptModule:
-    """A TorchScript file in eval mode on the CPU; ExportError if it won't load."""
+def load_torchscript(path: Path, extra_files: dict[str, Any] | None = None) -> torch.jit.ScriptModule:
+    """A TorchScript file in eval mode on the CPU (filling `extra_files` {name: ""} with the file's own, as
+    torch.jit.load does; absent ones stay empty); ExportError if it won't load."""
     try:
         with warnings.catch_warnings():  # torch 2.11 marks TorchScript deprecated; the format still loads
             warnings.simplefilter("ignore", DeprecationWarning)
-            return torch.jit.load(str(path), map_location="cpu").eval()
+            return torch.jit.load(str(path), map_location="cpu", _extra_files=extra_files).eval()
     except (RuntimeError, ValueError) as exc:
         raise ExportError(f"{path}: torch.jit cannot load it ({str(exc).splitlines()[0][:200]}); "
                           f"re-export with `asr-export format=torchscript`") from None

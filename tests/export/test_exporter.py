@@ -100,3 +100,56 @@ def test_a_corrupt_model_file_is_a_clear_error(exported, tmp_path):
     with pytest.raises(ExportError, match="cannot load it"):
         load_exported(bad)
 
+
+
+def _copy_with_sidecar(exported, tmp_path, edit) -> object:
+    """The exported file beside a copy of its sidecar changed by `edit(meta)`; returns the copy's model path."""
+    import shutil
+    out, _ = exported
+    tmp_path.mkdir(parents=True, exist_ok=True)
+    copy = tmp_path / out.name
+    shutil.copy(out, copy)
+    meta = json.loads(sidecar_path(out).read_text())
+    edit(meta)
+    sidecar_path(copy).write_text(json.dumps(meta))
+    return copy
+
+
+def _shorter(meta):
+    meta["vocab"] = meta["vocab"][:-1]
+
+
+def _longer(meta):
+    meta["vocab"] = meta["vocab"] + ["#"]
+
+
+def _permuted(meta):
+    meta["vocab"][1], meta["vocab"][2] = meta["vocab"][2], meta["vocab"][1]
+
+
+def _rate(meta):
+    meta["sample_rate"] = 8000
+
+
+def _rate_and_features(meta):
+    meta["sample_rate"] = meta["features"]["sample_rate"] = 22050
+
+
+@pytest.mark.parametrize("edit,message", [
+    (_shorter, "does not match model"), (_longer, "does not match model"), (_permuted, "does not match model"),
+    (_rate, "sample_rate 8000 contradicts features.sample_rate 16000"),
+    (_rate_and_features, "does not match model")])
+def test_a_sidecar_that_does_not_describe_its_model_is_refused_in_one_line(exported, tmp_path, edit, message):
+    """Issue 25: a shorter vocabulary crashed transcription deep in a decoder, a longer or permuted one and another
+    sample rate transcribed garbage with exit 0. The export records a digest of the sidecar in the model file."""
+    with pytest.raises(ExportError, match=message) as exc:
+        load_exported(_copy_with_sidecar(exported, tmp_path, edit))
+    assert "re-export" in str(exc.value) and "\n" not in str(exc.value)
+
+
+def test_files_exported_before_the_digest_still_have_their_vocabulary_checked(exported, tmp_path, monkeypatch):
+    import asr.export.runtime as rt
+    monkeypatch.setattr(rt, "CONTRACT_KEY", "a key no file has")  # what a file written before digests looks like
+    load_exported(_copy_with_sidecar(exported, tmp_path / "same", lambda meta: None))  # its own sidecar: fine
+    with pytest.raises(ExportError, match=r"its vocabulary has \d+ symbols but model\.\w+ outputs \d+ classes"):
+        load_exported(_copy_with_sidecar(exported, tmp_path / "short", _shorter))
