@@ -23,7 +23,7 @@ import torch
 from asr.decoding.greedy import greedy_decode
 from asr.export.graph import INPUTS, OUTPUTS, Deployable, sidecar
 from asr.export.runtime import CONTRACT_KEY, ExportedModel, ExportError, contract_digest, sidecar_path
-from asr.fileio import atomic_write
+from asr.fileio import atomic_write, current_umask
 from asr.inference import LoadedModel
 from asr.lengths import pad_waves
 
@@ -84,9 +84,7 @@ def publish(tmp: Path, out: Path, meta: dict[str, Any]) -> None:
     """Put a checked model in place: its sidecar atomically, then the model renamed over `out`."""
     with atomic_write(sidecar_path(out)) as f:
         f.write(json.dumps(meta, indent=1) + "\n")
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(tmp, 0o666 & ~umask)  # mkstemp's private 0600 is not what a model to ship should have
+    os.chmod(tmp, 0o666 & ~current_umask())  # mkstemp's private 0600 is not what a model to ship should have
     os.replace(tmp, out)
 
 
