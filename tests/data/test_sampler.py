@@ -80,6 +80,32 @@ def test_first_k_then_resume_equals_full_epoch(durs, budget, world, epoch, data)
     assert list(b) == full
 
 
+@pytest.mark.parametrize("epoch", [0, 3])
+def test_state_at_resumes_exactly_where_the_loop_counted(epoch):
+    """`state_at(epoch, n)` (what the trainer saves: the batches its loop consumed, whatever the DataLoader
+    prefetched) resumes at batch n of that epoch: the resumed pass is the epoch's batches from n on, for every n
+    (0 and the epoch's end included), on every rank, and agrees with `state_dict(consumed=n)`."""
+    durs = _durations(200)
+    for rank in (0, 1):
+        make = lambda: DurationBucketSampler(durs, 20.0, num_buckets=4, seed=3, rank=rank, world_size=2)  # noqa: E731
+        ref = make()
+        ref.set_epoch(epoch)
+        full = list(ref)
+        for n in range(len(full) + 1):
+            saver = make()
+            saver.set_epoch(epoch)
+            sd = saver.state_at(epoch, n)
+            it = iter(saver)
+            list(itertools.islice(it, n))
+            assert sd == saver.state_dict(consumed=n)
+            resumed = make()
+            resumed.load_state_dict(sd)
+            resumed.set_epoch(epoch)
+            assert resumed.start_batch == n and list(resumed) == full[n:], (rank, n)
+        with pytest.raises(SamplerError, match="outside"):
+            make().load_state_dict(make().state_at(epoch, len(full) + 1))
+
+
 def test_resume_twice_counts_from_the_start_of_each_pass():
     durs = _durations(300)
     full = list(DurationBucketSampler(durs, 30.0, seed=1))
