@@ -158,16 +158,22 @@ def test_second_trainer_on_the_same_run_dir_is_refused(tmp_path, tiny_corpus):
     from conftest import tiny_train_overrides
     run = tmp_path / "run"
     args = tiny_train_overrides(tiny_corpus, run, **{**FAST, "trainer.max_steps": 100_000})
-    first = _cli(args)
+    first, second = _cli(args), None
     try:
         _wait_until(lambda: (run / "metrics.jsonl").exists(), first, "the first logged step")
         second = _cli(args)
-        out = second.stdout.read()
-        assert second.wait(timeout=120) == 2, out
+        try:  # bounded: a trainer that takes no lock would train on beside the first one
+            out, _ = second.communicate(timeout=20)
+        except subprocess.TimeoutExpired:
+            pytest.fail("a second trainer on the same run directory was still running after 20 s: the run-directory "
+                        "lock was not taken (asr/rundir.py exclusive(), called by asr.train.main)")
+        assert second.returncode == 2, out
         assert f"PID {first.pid}" in out and "in use" in out and out.count("\n") == 1
     finally:
-        first.kill()
-        first.wait()
+        for proc in (first, second):
+            if proc is not None:
+                proc.kill()
+                proc.wait()
     # The first run's files are untouched by the refused second one.
     steps = [json.loads(line)["step"] for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert steps == sorted(set(steps))
