@@ -20,16 +20,35 @@ REINSTALL = "rm -rf .venv && bash scripts/setup.sh (installs requirements.lock e
 
 
 def _locked_versions() -> dict[str, str]:
+    """{name: version} of every requirement in requirements.lock that applies to this interpreter and platform
+    (its environment marker, if any, evaluated here; a name may be locked twice under exclusive markers)."""
+    from packaging.markers import Marker
     text = (ROOT / "requirements.lock").read_text()
-    return {m[1].lower(): m[2] for m in re.finditer(r"^([A-Za-z0-9_.-]+)==([^ ;\\\n]+)", text, re.M)}
+    locked = {}
+    for m in re.finditer(r"^([A-Za-z0-9_.-]+)==([^ ;\\\n]+)[ ]*(?:;([^\\\n]*))?", text, re.M):
+        if m[3] is None or Marker(m[3].strip()).evaluate():
+            locked[_canonical(m[1])] = m[2]
+    return locked
+
+
+def _canonical(name: str) -> str:
+    return re.sub(r"[-_.]+", "-", name).lower()
 
 
 def check_versions() -> None:
-    locked = _locked_versions()
-    for name in ("torch", "torchaudio", "flashlight-text", "soundfile", "onnx", "onnxruntime"):
-        have = metadata.version(name)
-        if have.split("+")[0] != locked[name]:
-            raise RuntimeError(f"{name} {have} is installed but requirements.lock pins {locked[name]}")
+    """Every locked distribution is installed at its locked version (a local build suffix, +cpu, aside)."""
+    problems = []
+    for name, want in sorted(_locked_versions().items()):
+        try:
+            have = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            problems.append(f"{name} is not installed (requirements.lock pins {want})")
+            continue
+        if have.split("+")[0] != want:
+            problems.append(f"{name} {have} is installed but requirements.lock pins {want}")
+    if problems:
+        more = f" (and {len(problems) - 3} more)" if len(problems) > 3 else ""
+        raise RuntimeError("; ".join(problems[:3]) + more)
 
 
 def check_torchaudio_extension() -> None:
