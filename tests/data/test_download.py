@@ -6,7 +6,6 @@ import io
 import re
 import tarfile
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -19,8 +18,9 @@ from asr.errors import UserError
 class FileServer:
     """Serves `files` ({'/name': bytes}) on 127.0.0.1 with Range support; records every request.
 
-    Fault injection: `fail_next` (503s), `truncate_next` (half a body, then close), `stall_next` (sleep
-    `stall_s` before answering), `ignore_range` (always 200 with the whole file).
+    Fault injection: `fail_next` (503s), `truncate_next` (half a body, then close), `stall_next` (answer nothing
+    until the server stops: only the client's timeout ends the request), `ignore_range` (always 200 with the whole
+    file).
     """
 
     def __init__(self) -> None:
@@ -28,7 +28,7 @@ class FileServer:
         self.requests: list[dict] = []
         self.ignore_range = False
         self.fail_next = self.truncate_next = self.stall_next = 0
-        self.stall_s = 1.0
+        self.released = threading.Event()  # set on exit: frees the handlers of stalled requests
         self._lock = threading.Lock()
         self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), _Handler)
         self.httpd.owner = self  # type: ignore[attr-defined]
@@ -44,6 +44,7 @@ class FileServer:
         return self
 
     def __exit__(self, *exc) -> None:
+        self.released.set()
         self.httpd.shutdown()
         self.httpd.server_close()
 
@@ -64,8 +65,8 @@ class _Handler(BaseHTTPRequestHandler):
         srv: FileServer = self.server.owner  # type: ignore[attr-defined]
         rng = self.headers.get("Range")
         srv.requests.append({"path": self.path, "range": rng})
-        if srv.take("stall_next"):  # the client times out; answer nothing
-            time.sleep(srv.stall_s)
+        if srv.take("stall_next"):  # answer nothing, however long the client waits: it must time out
+            srv.released.wait(timeout=60)
             return
         if srv.take("fail_next"):
             self.send_error(503)
@@ -159,9 +160,11 @@ def test_complete_part_is_finished_after_416(server, tmp_path):
 
 def test_retries_after_503_truncation_and_timeout(server, tmp_path):
     server.files["/f.bin"] = PAYLOAD
-    server.fail_next, server.truncate_next, server.stall_next, server.stall_s = 1, 1, 1, 0.6
+    server.fail_next, server.truncate_next, server.stall_next = 1, 1, 1
+    # The stalled request never gets an answer, so it times out however slow the machine is; the 2-s timeout is
+    # far above a loopback reply even on a loaded machine (0.3 s was not: a slow reply added a retry).
     download_file(f"{server.url}/f.bin", tmp_path / "f.bin", md5(PAYLOAD), progress=False,
-                  timeout=0.3, backoff=0.01)
+                  timeout=2.0, backoff=0.01)
     assert (tmp_path / "f.bin").read_bytes() == PAYLOAD
     # stalled (timed out), 503, whole body truncated to half, then resumed from the half
     assert [r["range"] for r in server.requests] == [None, None, None, f"bytes={len(PAYLOAD) // 2}-"]
