@@ -21,6 +21,7 @@ class ServeConfig(InferenceConfig):
     max_audio_seconds: float = 120.0  # longest audio accepted, seconds; longer -> 413
     workers: int = 2  # requests the model and decoder work on at a time (threads); the others wait their turn
     max_pending: int = 32  # transcriptions in the server at once (running + waiting); more get 503 (bounds memory)
+    upload_timeout_seconds: float = 30.0  # an upload that sends no byte for this long gets 408 and frees its place
     chunk_seconds: float = 30.0  # window the model runs on at a time (long files); bounds its memory
     context_seconds: float = 2.0  # extra audio on each side of a window, run but not kept
     shutdown_seconds: float = 30.0  # on SIGTERM/SIGINT, wait this long for requests in flight, then cancel them
@@ -48,6 +49,7 @@ class ServeConfig(InferenceConfig):
         check(self.workers >= 1, "workers", f"must be >= 1, got {self.workers}")
         check(self.max_pending >= self.workers, "max_pending",
               f"must be >= workers ({self.workers}), got {self.max_pending}")
+        check(self.upload_timeout_seconds > 0, "upload_timeout_seconds", f"must be > 0, got {self.upload_timeout_seconds}")
         check(self.chunk_seconds > 0, "chunk_seconds", f"must be > 0, got {self.chunk_seconds}")
         check(self.context_seconds >= 0, "context_seconds", f"must be >= 0, got {self.context_seconds}")
         check(self.shutdown_seconds >= 0, "shutdown_seconds", f"must be >= 0, got {self.shutdown_seconds}")

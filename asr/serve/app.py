@@ -10,8 +10,10 @@
 
 Every refusal is JSON {"error": "one line"} with its status: 400 (no `audio` file, not audio, corrupt or empty --
 naming the file -- or an unknown decoder, listing the offered ones), 413 (upload over max_upload_mb, audio over
-max_audio_seconds), 503 (max_pending transcriptions already in the server), 404/405, and 500 for a fault of ours
-(logged with its traceback here, never sent).
+max_audio_seconds), 408 (an upload that sent nothing for upload_timeout_seconds), 503 (max_pending
+transcriptions already in the server), 404/405, and 500 for a fault of ours (logged with its traceback here, never
+sent). A request counts towards max_pending from the first byte of its body: a client that sends its headers and
+stalls holds no place, and one that stalls mid-upload loses its place after upload_timeout_seconds.
 
 Decoding the audio, the model and the decoder run on worker threads, at most `workers` requests at a time (an
 anyio capacity limiter); the event loop only moves bytes. Requests waiting for a worker hold their upload in
@@ -22,6 +24,7 @@ from __future__ import annotations
 import logging
 from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Callable
 
 import anyio
 from starlette.applications import Starlette
@@ -69,18 +72,23 @@ def build_app(engine: Engine, cfg: ServeConfig) -> Starlette:
                        "workers": cfg.workers, "max_pending": cfg.max_pending}})
 
     async def transcribe(request: Request) -> Response:
-        if pending[0] >= cfg.max_pending:
-            return error(503, f"busy: {pending[0]} transcriptions are in progress or waiting (max_pending); "
-                              "try again shortly")
-        pending[0] += 1
-        try:
-            return await transcribe_one(request)
-        finally:
-            pending[0] -= 1
+        admitted = [False]
 
-    async def transcribe_one(request: Request) -> Response:
+        def admit() -> None:  # when the body's first bytes arrive: headers alone hold no place
+            if pending[0] >= cfg.max_pending:
+                raise RequestError(503, f"busy: {pending[0]} transcriptions are in progress or waiting "
+                                        "(max_pending); try again shortly")
+            pending[0] += 1
+            admitted[0] = True
         try:
-            upload = await read_upload(request, cfg.max_upload_bytes)
+            return await transcribe_one(request, admit)
+        finally:
+            if admitted[0]:
+                pending[0] -= 1
+
+    async def transcribe_one(request: Request, admit: Callable[[], None]) -> Response:
+        try:
+            upload = await read_upload(request, cfg.max_upload_bytes, cfg.upload_timeout_seconds, admit)
         except RequestError as exc:
             return error(exc.status, exc.message)
         decoder = upload.fields.get("decoder") or str(cfg.decoder)

@@ -8,8 +8,9 @@ is parsed by Starlette's own multipart parser (python-multipart) fed from that c
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import AsyncIterator
+from typing import AsyncIterator, Callable
 
+import anyio
 from starlette.datastructures import UploadFile
 from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect, Request
@@ -48,24 +49,43 @@ def display_name(filename: str | None) -> str:
     return name if len(name) <= FILENAME_CHARS else name[: FILENAME_CHARS - 3] + "..."
 
 
-async def _capped(request: Request, max_bytes: int) -> AsyncIterator[bytes]:
-    received = 0
-    async for chunk in request.stream():
+async def _capped(request: Request, max_bytes: int, idle_seconds: float,
+                  on_first_bytes: Callable[[], None]) -> AsyncIterator[bytes]:
+    """The body, chunk by chunk: at most `max_bytes` (413), no gap longer than `idle_seconds` (408);
+    `on_first_bytes()` runs once the first chunk is in (it may refuse the request by raising RequestError)."""
+    received, first = 0, True
+    stream = request.stream().__aiter__()
+    while True:
+        try:
+            with anyio.fail_after(idle_seconds):
+                chunk = await stream.__anext__()
+        except StopAsyncIteration:
+            return
+        except TimeoutError:
+            raise RequestError(408, f"the upload stalled: no bytes for {idle_seconds:g} s (upload_timeout_seconds); "
+                                    f"{received} bytes had arrived") from None
+        if first:
+            first = False
+            on_first_bytes()
         received += len(chunk)
         if received > max_bytes:
             raise too_large(max_bytes)
         yield chunk
 
 
-async def read_upload(request: Request, max_bytes: int) -> Upload:
-    """The request's `audio` file and plain fields; RequestError (400 bad form, 413 too large) otherwise."""
+async def read_upload(request: Request, max_bytes: int, idle_seconds: float = 30.0,
+                      on_first_bytes: Callable[[], None] = lambda: None) -> Upload:
+    """The request's `audio` file and plain fields; RequestError (400 bad form, 408 stalled, 413 too large)
+    otherwise. `on_first_bytes` runs when the body starts to arrive: a client that sent only its headers holds
+    nothing of the server's (asr-serve counts a transcription from then on)."""
     if not request.headers.get("content-type", "").lower().startswith("multipart/form-data"):
         raise RequestError(400, f"send the audio as multipart/form-data with a file field '{FILE_FIELD}' "
                                 f"(e.g. curl -F {FILE_FIELD}=@talk.wav URL/transcribe)")
     length = request.headers.get("content-length", "")
     if length.isdigit() and int(length) > max_bytes:
         raise too_large(max_bytes)
-    parser = MultiPartParser(request.headers, _capped(request, max_bytes), max_files=1, max_fields=MAX_FIELDS)
+    parser = MultiPartParser(request.headers, _capped(request, max_bytes, idle_seconds, on_first_bytes), max_files=1,
+                             max_fields=MAX_FIELDS)
     try:
         form = await parser.parse()
     except MultiPartException as exc:

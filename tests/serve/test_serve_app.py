@@ -4,6 +4,9 @@ get their own result."""
 from __future__ import annotations
 
 import io
+import json
+import re
+import socket
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -238,3 +241,60 @@ def test_stopping_answers_the_request_in_flight_and_refuses_new_ones(engine, dep
             held.release.set()  # ... and the request in flight is still answered
             status, result = in_flight.result(30)
             assert status == 200 and result["text"] == utts[0][0].text
+
+
+def _stalled_upload(url: str) -> socket.socket:
+    """A raw connection that sends a /transcribe request's headers (a 100 kB multipart body announced) and the
+    first kilobyte of its body, then nothing more: a slow or malicious client."""
+    host, port = url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=30)
+    head = (f"POST /transcribe HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n"
+            f"Content-Length: 100000\r\n\r\n")
+    conn.sendall(head.encode() + b"--XyZ\r\nContent-Disposition: form-data; name=\"audio\"; filename=\"a.wav\"\r\n"
+                 b"\r\n" + b"R" * 1000)
+    return conn
+
+
+def _stalled_headers(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    conn = socket.create_connection((host, int(port)), timeout=30)
+    conn.sendall(f"POST /transcribe HTTP/1.1\r\nHost: {host}\r\nContent-Type: multipart/form-data; boundary=XyZ\r\n"
+                 f"Content-Length: 100000\r\n\r\n".encode())
+    return conn
+
+
+def _response(conn: socket.socket) -> tuple[int, dict]:
+    data = b""
+    while b"\r\n\r\n" not in data or len(data.split(b"\r\n\r\n", 1)[1]) < int(
+            re.search(rb"content-length: (\d+)", data.lower()).group(1) if b"content-length" in data.lower() else 0):
+        chunk = conn.recv(65536)
+        if not chunk:
+            break
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    return int(head.split()[1]), json.loads(body)
+
+
+def test_stalled_clients_hold_no_place_and_stalled_uploads_time_out_with_408(engine, deploy_run, utts):
+    """Issue 25: connections that sent their headers and then stalled counted towards max_pending and were never
+    timed out, so every new request got 503 while they stayed open. Now a place is taken by the first body byte,
+    and an upload silent for upload_timeout_seconds gets 408 and frees its place."""
+    cfg = serve_config(deploy_run["run"], decoders=["greedy"], workers=1, max_pending=2, upload_timeout_seconds=1.5)
+    with serving(build_app(engine, cfg)) as url:
+        headers_only = [_stalled_headers(url) for _ in range(4)]  # twice max_pending, headers and nothing else
+        mid_upload = [_stalled_upload(url) for _ in range(2)]  # max_pending uploads that stop half-way
+        try:
+            deadline = time.monotonic() + 10
+            while request(f"{url}/health")[1]["pending"] < 2 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            assert request(f"{url}/health")[1]["pending"] == 2  # only the uploads that sent bytes hold places
+            assert transcribe(url, utts[0][1])[0] == 503  # they are max_pending: full, for now
+            for conn in mid_upload:  # ... until the upload timeout answers them
+                status, body = _response(conn)
+                assert status == 408 and body["error"].startswith("the upload stalled: no bytes for 1.5 s")
+            status, result = transcribe(url, utts[0][1])  # the places are free again; the header-only four
+            assert status == 200 and result["text"] == utts[0][0].text  # never held one
+            assert request(f"{url}/health")[1]["pending"] == 0
+        finally:
+            for conn in headers_only + mid_upload:
+                conn.close()
