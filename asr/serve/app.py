@@ -122,5 +122,26 @@ def build_app(engine: Engine, cfg: ServeConfig) -> Starlette:
     routes = [Route("/", index, methods=["GET"]), Route("/health", health, methods=["GET"]),
               Route("/transcribe", transcribe, methods=["POST"]),
               Mount("/static", app=StaticFiles(directory=STATIC), name="static")]
-    return Starlette(routes=routes, lifespan=lifespan,
-                     exception_handlers={HTTPException: http_error, Exception: server_error})
+    app = Starlette(routes=routes, lifespan=lifespan,
+                    exception_handlers={HTTPException: http_error, Exception: server_error})
+    app.add_middleware(NoSniff)
+    return app
+
+
+class NoSniff:
+    """ASGI middleware: every response says `X-Content-Type-Options: nosniff`, so a browser takes a JSON error
+    or an uploaded file's echo for what its Content-Type says, never for a script or a page."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+
+        async def send_with_header(message):
+            if message["type"] == "http.response.start":
+                message.setdefault("headers", [])
+                message["headers"] = [*message["headers"], (b"x-content-type-options", b"nosniff")]
+            await send(message)
+        await self.app(scope, receive, send_with_header)

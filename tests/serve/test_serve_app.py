@@ -169,6 +169,16 @@ def test_page_static_files_and_json_404(base):
     assert request(f"{base}/transcribe")[:2] == (405, {"error": "Method Not Allowed"})
 
 
+def test_every_response_forbids_content_sniffing(base, utts):
+    from serve_client import multipart
+    body, ctype = multipart({}, {"audio": ("a.wav", utts[0][1])})
+    bad, bad_ctype = multipart({}, {"audio": ("a.html", b"<script>alert(1)</script>")})
+    for status, _, headers in (request(f"{base}/"), request(f"{base}/static/app.js"), request(f"{base}/health"),
+                               request(f"{base}/nope"), request(f"{base}/transcribe", "POST", body, {"Content-Type": ctype}),
+                               request(f"{base}/transcribe", "POST", bad, {"Content-Type": bad_ctype})):
+        assert {k.lower(): v for k, v in headers.items()}.get("x-content-type-options") == "nosniff", (status, headers)
+
+
 class Broken:
     """The test engine with a model that fails: a fault of ours, not of the request."""
 
