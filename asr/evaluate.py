@@ -34,8 +34,9 @@ from asr.inference import (
     load_model,
     resolve_checkpoint,
 )
-from asr.metrics import ErrorCounts, score, word_error_stats
-from asr.report import format_error_stats, format_table, format_tuning, format_worst
+from asr.metrics import ErrorCounts, score, seen_unseen, word_error_stats
+from asr.report import format_error_stats, format_seen_unseen, format_table, format_tuning, format_worst
+from asr.text import normalize
 
 log = logging.getLogger("asr.evaluate")
 
@@ -69,8 +70,23 @@ def _counts_dict(c: ErrorCounts) -> dict[str, Any]:
             "errors": c.errors, "ref": c.ref_words, "rate": _finite(c.wer)}
 
 
-def score_decoder(cache: CachedLogProbs, hyps: list[str], seconds: float, out_file: Path) -> dict[str, Any]:
-    """Score one decoder's hypotheses, write the per-utterance records, return the corpus numbers."""
+def training_vocabulary(loaded: LoadedModel) -> Optional[set[str]]:
+    """The words of the checkpoint's training transcripts (data.train_manifests, as the run named them), or None
+    when a manifest is not where the run found it (then the seen/unseen split is not reported)."""
+    words: set[str] = set()
+    for path in loaded.config.data.train_manifests:
+        if not Path(path).is_file():
+            log.info("seen/unseen words: training manifest %s not found here; split not reported", path)
+            return None
+        for u in read_manifest(path):
+            words.update(normalize(u.text).split())
+    return words
+
+
+def score_decoder(cache: CachedLogProbs, hyps: list[str], seconds: float, out_file: Path,
+                  known: Optional[set[str]] = None) -> dict[str, Any]:
+    """Score one decoder's hypotheses, write the per-utterance records, return the corpus numbers (with the
+    seen/unseen split of the wrong words when the training vocabulary `known` is given)."""
     ids = [u.id for u in cache.utts]
     word, char, per_utt = score(ids, [u.text for u in cache.utts], hyps)
     out_file.parent.mkdir(parents=True, exist_ok=True)
@@ -85,9 +101,13 @@ def score_decoder(cache: CachedLogProbs, hyps: list[str], seconds: float, out_fi
                 rec["error"] = cache.missing[i]
             records.append(rec)
             f.write(json.dumps(rec, ensure_ascii=False) + "\n")
+    split = None
+    if known is not None:
+        split = asdict(seen_unseen([r.reference for r in per_utt], [r.hypothesis for r in per_utt], known))
     return {"wer": _finite(word.wer), "cer": _finite(char.wer), "word": _counts_dict(word),
             "char": _counts_dict(char), "decode_seconds": seconds,
-            "rtf": seconds / cache.audio_seconds if cache.audio_seconds else None, "records": records}
+            "rtf": seconds / cache.audio_seconds if cache.audio_seconds else None, "seen_unseen": split,
+            "records": records}
 
 
 def tune_lm(cfg: EvalConfig, loaded: LoadedModel, name: str, cache: CachedLogProbs, out_dir: Path) -> dict:
@@ -108,7 +128,8 @@ def tune_lm(cfg: EvalConfig, loaded: LoadedModel, name: str, cache: CachedLogPro
     return result
 
 
-def evaluate_set(cache: CachedLogProbs, manifest: Path, decoders: dict[str, DecodeFn], out_dir: Path) -> dict:
+def evaluate_set(cache: CachedLogProbs, manifest: Path, decoders: dict[str, DecodeFn], out_dir: Path,
+                 known: Optional[set[str]] = None) -> dict:
     """Every decoder over one set's cached log-probs: its result dict (records in out_dir/<decoder>.jsonl)."""
     res = {"manifest": str(manifest), "utterances": len(cache.utts), "missing": len(cache.missing),
            "missing_ids": [cache.utts[i].id for i in sorted(cache.missing)][:100],
@@ -118,7 +139,7 @@ def evaluate_set(cache: CachedLogProbs, manifest: Path, decoders: dict[str, Deco
            "decoders": {}}
     for dec, fn in decoders.items():
         hyps, seconds = cache.decode(fn)
-        res["decoders"][dec] = score_decoder(cache, hyps, seconds, out_dir / f"{dec}.jsonl")
+        res["decoders"][dec] = score_decoder(cache, hyps, seconds, out_dir / f"{dec}.jsonl", known)
     return res
 
 
@@ -167,8 +188,12 @@ def _evaluate(cfg: EvalConfig) -> dict[str, Any]:
         print(format_tuning(tuning))
 
     decoders = {d: build_decoder(d, loaded, cfg.beam) for d in cfg.decoders}
-    results = {name: evaluate_set(cache, sets[name], decoders, out_dir / name) for name, cache in caches.items()}
+    known = training_vocabulary(loaded)
+    results = {name: evaluate_set(cache, sets[name], decoders, out_dir / name, known)
+               for name, cache in caches.items()}
     print(format_table(results, cfg.decoders))
+    if known is not None:
+        print(format_seen_unseen(results, cfg.decoders))
     if cfg.worst_n:
         print(format_worst(results, cfg.worst_n))
         for name, r in results.items():  # the set's most accurate decoder, as for the worst utterances

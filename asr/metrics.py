@@ -127,3 +127,37 @@ def word_error_stats(refs: Sequence[str], hyps: Sequence[str]) -> WordErrorStats
             elif chunk.type == "insert":
                 stats.insertions.update(h[chunk.hyp_start_idx:chunk.hyp_end_idx])
     return stats
+
+
+@dataclass(frozen=True)
+class SeenUnseen:
+    """Reference words recognised wrongly (substituted or deleted), split by whether the word occurs in the
+    training transcripts: a greedy character model must spell an unseen word from its sound alone, so the split
+    says how much of the WER is the acoustic model and how much is vocabulary (insertions belong to no
+    reference word and are left out)."""
+
+    seen_words: int = 0
+    seen_wrong: int = 0
+    unseen_words: int = 0
+    unseen_wrong: int = 0
+
+
+def seen_unseen(refs: Sequence[str], hyps: Sequence[str], known: set[str]) -> SeenUnseen:
+    """Count the already-normalized references' words as seen (in `known`) or not, and wrong or not (outside the
+    alignment's "equal" runs)."""
+    counts = dict(seen_words=0, seen_wrong=0, unseen_words=0, unseen_wrong=0)
+    for ref, hyp in zip(refs, hyps):
+        words = ref.split()
+        if not words:
+            continue
+        right = [False] * len(words)
+        if hyp.split():
+            out = jiwer.process_words(ref, hyp)
+            for chunk in out.alignments[0]:
+                if chunk.type == "equal":
+                    right[chunk.ref_start_idx:chunk.ref_end_idx] = [True] * (chunk.ref_end_idx - chunk.ref_start_idx)
+        for word, ok in zip(words, right):
+            kind = "seen" if word in known else "unseen"
+            counts[f"{kind}_words"] += 1
+            counts[f"{kind}_wrong"] += not ok
+    return SeenUnseen(**counts)

@@ -54,6 +54,25 @@ def format_table(results: dict[str, dict], decoders: list[str]) -> str:
     return text
 
 
+def format_seen_unseen(results: dict[str, dict], decoders: list[str]) -> str:
+    """Per set and decoder: % of reference words recognised wrongly among words seen in the training transcripts
+    and among unseen ones (what a character model must spell from sound alone)."""
+    lines = ["words wrong, seen in the training transcripts / unseen (a greedy character model must spell unseen "
+             "words from sound alone):"]
+    for name, r in results.items():
+        split = next(iter(r["decoders"].values()))["seen_unseen"]
+        total = split["seen_words"] + split["unseen_words"]
+        cells = []
+        for d in decoders:
+            x = r["decoders"][d]["seen_unseen"]
+            seen = x["seen_wrong"] / x["seen_words"] if x["seen_words"] else None
+            unseen = x["unseen_wrong"] / x["unseen_words"] if x["unseen_words"] else None
+            cells.append(f"{d} {_pct(seen) if seen is not None else '-'} / {_pct(unseen) if unseen is not None else '-'} %")
+        lines.append(f"  {name} ({split['unseen_words']} of {total} words unseen, "
+                     f"{_pct(split['unseen_words'] / max(total, 1))} %): " + "; ".join(cells))
+    return "\n".join(lines)
+
+
 def format_worst(results: dict[str, dict], n: int) -> str:
     """The n utterances with the most word errors per set, for the set's most accurate decoder."""
     out = []

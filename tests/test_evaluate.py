@@ -94,6 +94,12 @@ def test_greedy_and_beam_records_summary_and_tensorboard(tiny_run, eval_data, ca
             assert res["wer"] == pytest.approx(errors / ref_words)  # corpus WER = pooled per-utterance counts
             assert res["cer"] == pytest.approx(sum(r["char_errors"] for r in recs) / sum(r["ref_chars"] for r in recs))
             assert res["rtf"] is not None and res["rtf"] >= 0
+            split = res["seen_unseen"]  # the training transcripts' words: the oracle set, built here
+            train_words = {w for u in read_manifest(tiny_run["train"]) for w in normalize(u.text).split()}
+            unseen = sum(w not in train_words for u in manifest for w in normalize(u.text).split())
+            assert split["unseen_words"] == unseen and split["seen_words"] == ref_words - unseen
+            assert split["seen_wrong"] + split["unseen_wrong"] == sum(r["substitutions"] + r["deletions"] for r in recs)
+    assert "words wrong, seen in the training transcripts / unseen" in printed
     dev = saved["sets"]["dev"]
     assert dev["missing"] == 1 and dev["missing_ids"] == ["gone"] and dev["empty_references"] == 1
     assert dev["acoustic_rtf"] > 0

@@ -101,3 +101,24 @@ def test_word_error_stats_count_each_confusion():
     from asr.metrics import score
     word, _, _ = score(list("abcde"), refs, hyps)
     assert (word.substitutions, word.deletions, word.insertions) == (2, 1, 2)
+
+
+def test_seen_unseen_counts_each_reference_word_once_by_hand():
+    """REF 'the cat sat on zorp' / HYP 'the bat sat zorp zorp': cat substituted, on deleted, one insertion (not
+    a reference word: left out). Seen: the, cat, sat, on -> 2 wrong of 4; unseen: zorp -> right."""
+    from asr.metrics import SeenUnseen, seen_unseen
+    known = {"the", "cat", "sat", "on"}
+    got = seen_unseen(["the cat sat on zorp", "glorp", ""], ["the bat sat zorp zorp", "", "noise"], known)
+    assert got == SeenUnseen(seen_words=4, seen_wrong=2, unseen_words=2, unseen_wrong=1)  # 'glorp' deleted
+
+
+def test_seen_unseen_against_the_per_word_alignment_of_jiwer():
+    """Oracle: words wrong = substitutions + deletions of jiwer's alignment, whatever the split."""
+    from asr.metrics import seen_unseen
+    refs = ["a b c d e f", "b b c", "f e d c b a"]
+    hyps = ["a x c e f f", "b c", "f e d"]
+    for known in (set(), {"a", "b", "c"}, {"a", "b", "c", "d", "e", "f"}):
+        got = seen_unseen(refs, hyps, known)
+        out = jiwer.process_words(refs, hyps)
+        assert got.seen_wrong + got.unseen_wrong == out.substitutions + out.deletions
+        assert got.seen_words + got.unseen_words == sum(len(r.split()) for r in refs)
