@@ -259,3 +259,16 @@ def test_intermediate_ctc_settings_are_validated(kw, key):
 
     with pytest.raises(ConfigError, match=key):
         tiny(rnn_layers=3, **kw)
+
+
+def test_one_recurrent_layer_with_intermediate_ctc_names_the_key_the_user_set():
+    """`asr-train model.rnn_layers=1` (the small preset has intermediate CTC on) must name model.rnn_layers and
+    the two ways out, not model.inter_ctc_layer, which the user never set (issue 24)."""
+    from asr.config import ConfigError
+
+    with pytest.raises(ConfigError) as exc:
+        tiny(rnn_layers=1, inter_ctc_weight=0.3)
+    msg = str(exc.value)
+    assert msg.startswith("model.rnn_layers: 1 recurrent layer leaves none below the last for intermediate CTC")
+    assert "model.rnn_layers >= 2" in msg and "model.inter_ctc_weight=0" in msg and "inter_ctc_layer" not in msg
+    tiny(rnn_layers=1, inter_ctc_weight=0.0)  # the way out works

@@ -158,8 +158,14 @@ class ModelConfig:
                "only applies to unidirectional models; set model.bidirectional=false or model.lookahead=0")
         check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
         check(0 <= self.inter_ctc_weight < 1, "model.inter_ctc_weight", "must be in [0, 1) (0 turns it off)")
+        if self.inter_ctc_layer is None:  # the default, the middle layer: only the depth can be at fault
+            check(self.rnn_layers >= 2 or self.inter_ctc_weight == 0, "model.rnn_layers",
+                  f"{self.rnn_layers} recurrent layer leaves none below the last for intermediate CTC "
+                  f"(model.inter_ctc_weight={self.inter_ctc_weight}); use model.rnn_layers >= 2, or "
+                  f"model.inter_ctc_weight=0 to turn intermediate CTC off")
         check(1 <= self.inter_layer < self.rnn_layers or self.inter_ctc_weight == 0, "model.inter_ctc_layer",
-              f"must name a recurrent layer below the last, 1..{self.rnn_layers - 1}, got {self.inter_layer}")
+              f"must name a recurrent layer below the last, 1..{self.rnn_layers - 1}, got {self.inter_layer} "
+              f"(or set model.inter_ctc_weight=0)")
         check(not self.self_condition or self.inter_ctc_weight > 0, "model.self_condition",
               "conditions the upper layers on the intermediate CTC layer; set model.inter_ctc_weight > 0 (e.g. 0.3) "
               "or model.self_condition=false")
