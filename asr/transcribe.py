@@ -131,10 +131,13 @@ def main(cfg: DictConfig | TranscribeConfig | dict) -> list[dict[str, Any]]:
     cfg = to_object(cfg, TranscribeConfig)
     if cfg.checkpoint:
         resolve_checkpoint(cfg.checkpoint)
-    # A missing path is a typo on the command line: refuse before the model loads and before any output.
-    for k, p in enumerate(cfg.audio):
-        if not Path(p).is_file():
-            raise ConfigError(f"audio[{k}]: file not found: {p}")
+    # No file there at all is a typo on the command line: refuse before the model loads and before any output.
+    # A missing file among others is that file's failure, like a corrupt one: an error line, and the rest go on.
+    missing = [k for k, p in enumerate(cfg.audio) if not Path(p).is_file()]
+    if missing and len(missing) == len(cfg.audio):
+        k = missing[0]
+        more = f" (and none of the other {len(missing) - 1} exists either)" if len(missing) > 1 else ""
+        raise ConfigError(f"audio[{k}]: file not found: {cfg.audio[k]}{more}")
     loaded = load_engine(cfg)
     decode = build_decoder(cfg.decoder, loaded, cfg.beam)
     out = open(cfg.output, "w", encoding="utf-8") if cfg.output else sys.stdout

@@ -186,6 +186,20 @@ def test_failed_files_are_in_the_output_file_and_the_error(tiny_run, tmp_path):
     assert "empty" in lines[2]["error"] and str(empty) in lines[2]["error"]
 
 
+def test_a_missing_file_among_others_is_an_error_line_like_a_corrupt_one(tiny_run, tmp_path):
+    """Issue 25: a missing file in the middle of a list refused the whole batch, a corrupt one did not."""
+    good, gone = tmp_path / "good.wav", tmp_path / "gone.wav"
+    sf.write(good, tones(1.5), 16000)
+    with pytest.raises(TranscribeError, match=r"^1 of 3 files failed: .*gone\.wav$") as exc:
+        main({"checkpoint": str(tiny_run["run"]), "audio": [str(good), str(gone), str(good)], "device": "cpu"})
+    recs = exc.value.results
+    assert [r["audio"] for r in recs] == [str(good), str(gone), str(good)]
+    assert set(recs[1]) == {"audio", "error"} and "audio file not found" in recs[1]["error"]
+    assert "error" not in recs[0] and recs[0] == recs[2]
+    with pytest.raises(ConfigError, match=r"audio\[0\]: file not found: .*gone\.wav \(and none of the other 1"):
+        main({"checkpoint": str(tiny_run["run"]), "audio": [str(gone), str(tmp_path / "x.wav")], "device": "cpu"})
+
+
 def test_failure_summary_stays_one_line():
     assert _failure_summary(["a.wav"], 3) == "1 of 3 files failed: a.wav"
     names = [f"f{k}.wav" for k in range(8)]
