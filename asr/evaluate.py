@@ -176,6 +176,9 @@ def _evaluate(cfg: EvalConfig) -> dict[str, Any]:
     log.info("checkpoint %s (step %d) on %s; sets: %s; decoders: %s", loaded.path, loaded.step, loaded.device,
              ", ".join(sets), ", ".join(cfg.decoders))
 
+    # A broken LM fails now, in seconds, not after the whole acoustic pass: the beam_lm decoder is built first
+    # (and used as it is unless tuning picks other weights).
+    lm_decoder = build_decoder("beam_lm", loaded, cfg.beam) if "beam_lm" in cfg.decoders or cfg.tune_lm else None
     caches: dict[str, CachedLogProbs] = {}
     for name, path in sets.items():
         utts = read_manifest(path)[: cfg.max_utterances]
@@ -186,8 +189,10 @@ def _evaluate(cfg: EvalConfig) -> dict[str, Any]:
         tuning = tune_lm(cfg, loaded, tune_name, caches[tune_name], out_dir)
         cfg.beam.lm_weight, cfg.beam.word_score = tuning["best"]["lm_weight"], tuning["best"]["word_score"]
         print(format_tuning(tuning))
+        lm_decoder = None  # built with the default weights; the tuned ones need their own
 
-    decoders = {d: build_decoder(d, loaded, cfg.beam) for d in cfg.decoders}
+    decoders = {d: lm_decoder if d == "beam_lm" and lm_decoder is not None else build_decoder(d, loaded, cfg.beam)
+                for d in cfg.decoders}
     known = training_vocabulary(loaded)
     results = {name: evaluate_set(cache, sets[name], decoders, out_dir / name, known)
                for name, cache in caches.items()}

@@ -21,6 +21,7 @@ from asr.config import (
     to_object,
 )
 from asr.data.manifest import Utterance, read_manifest, write_manifest
+from asr.errors import UserError
 from asr.evaluate import EvalConfig, cli, main
 from asr.inference import load_model
 from asr.text import normalize
@@ -141,6 +142,22 @@ def test_beam_lm_with_tuning(tiny_run, tmp_path, capsys):
     words = {w for u in read_manifest(tiny_run["train"]) for w in u.text.split()}
     hyps = [r["hypothesis"] for r in _records(tmp_path / "out" / "dev" / "beam_lm.jsonl")]
     assert all(w in words for h in hyps for w in h.split())  # the lexicon (LM unigrams) constrains the words
+
+
+@pytest.mark.parametrize("tune", [False, True])
+def test_a_broken_lm_fails_before_the_acoustic_pass(tiny_run, tmp_path, monkeypatch, tune):
+    """Issue 25: a broken LM file failed only after the whole acoustic pass, losing the greedy and beam results."""
+    import asr.evaluate as ev
+    lm = tmp_path / "broken.arpa"
+    lm.write_text("\\data\\\nngram 1=3\n\n\\1-grams:\n-1.0 CAT\n-1.2 DOG")  # cut short: no \end\
+
+    def acoustic_pass(*args, **kwargs):
+        raise AssertionError("the acoustic pass ran before the LM was checked")
+    monkeypatch.setattr(ev, "cache_log_probs", acoustic_pass)
+    with pytest.raises(UserError, match=r"beam\.lm_path: .*broken\.arpa"):
+        main({"checkpoint": str(tiny_run["run"]), "corpus": None, "manifests": {"dev": str(tiny_run["train"])},
+              "beam": {"lm_path": str(lm)}, "tune_lm": tune, "device": "cpu", "progress": False, "tb": False,
+              "out_dir": str(tmp_path / "out")})
 
 
 def test_average_last(tiny_run, tmp_path):
