@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -28,8 +29,26 @@ def launched_rank() -> int:
     return int(os.environ.get("RANK", "0")) if int(os.environ.get("WORLD_SIZE", "1")) > 1 else 0
 
 
+def stop_with_launcher() -> None:
+    """A rank started by torchrun gets SIGTERM when its launcher dies (Linux's parent-death signal), and so stops
+    at the next step boundary with a checkpoint (asr/signals.py) and frees the run directory's lock. torchrun
+    starts ranks in sessions of their own: a scheduler that kill -9s only the job's main process (the launcher)
+    used to leave them training on, holding the lock, with no end in sight (issue 25)."""
+    if "TORCHELASTIC_RUN_ID" not in os.environ or not sys.platform.startswith("linux"):
+        return
+    import ctypes
+    import signal
+
+    pr_set_pdeathsig = 1  # <linux/prctl.h>
+    ctypes.CDLL(None, use_errno=True).prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0)
+    if os.getppid() == 1:  # the launcher was gone before the request took effect
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
 def setup(device_type: str) -> DistInfo:
-    """Initialise the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU."""
+    """Initialise the process group when launched by torchrun (WORLD_SIZE > 1): NCCL on CUDA, gloo on CPU. A rank
+    launched by torchrun also stops when its launcher dies (`stop_with_launcher`)."""
+    stop_with_launcher()
     world = int(os.environ.get("WORLD_SIZE", "1"))
     if world <= 1:
         return DistInfo()

@@ -4,6 +4,7 @@ All on CPU on the tiny built-in corpus (real TTS speech); each run is a few seco
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -287,6 +288,50 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_corpus):
     assert r.returncode == 0, r.stdout + r.stderr
     assert "resumed from" in r.stdout + r.stderr
     assert max(_losses(run)) == 6
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is Linux's")
+def test_ranks_stop_with_a_checkpoint_when_their_launcher_is_killed(tmp_path, tiny_corpus):
+    """kill -9 of the torchrun launcher alone (a scheduler that kills only the job's main process) used to leave
+    both ranks training on in their own sessions, holding the run-directory lock. Now each rank gets SIGTERM when
+    its parent dies: a checkpoint at the next step, exit, and the lock is free (issue 25)."""
+    from asr import rundir
+    run = tmp_path / "ddp"
+    common = {"data.dev_max_utterances": 4, "data.max_batch_seconds": 12, "data.max_duration": 10,
+              "trainer.max_steps": 100_000, "trainer.max_epochs": 100_000, "trainer.val_every_epochs": 100_000}
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "asr.train"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    launcher = subprocess.Popen([*cmd, *tiny_train_overrides(tiny_corpus, run, **common)], cwd=ROOT, env=env,
+                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    ranks: list[int] = []
+    try:
+        _wait_until(lambda: (run / "metrics.jsonl").exists(), launcher, "the first logged step")
+        ranks = [int(p) for p in subprocess.run(["pgrep", "-P", str(launcher.pid)], capture_output=True,
+                                                 text=True).stdout.split()]
+        assert len(ranks) == 2, ranks
+        launcher.kill()
+        launcher.wait()
+        deadline = time.monotonic() + 60
+        while any(Path(f"/proc/{pid}").exists() and "zombie" not in _proc_state(pid) for pid in ranks):
+            assert time.monotonic() < deadline, "the ranks were still running 60 s after their launcher died"
+            time.sleep(0.2)
+    finally:
+        launcher.kill()
+        for pid in ranks:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    log = (run / "train.log").read_text()
+    assert "received signal 15" in log and "checkpoint written at step" in log
+    with rundir.exclusive(run):  # the lock is free: a new launch would resume
+        pass
+
+
+def _proc_state(pid: int) -> str:
+    try:
+        return next(line for line in Path(f"/proc/{pid}/status").read_text().splitlines()
+                    if line.startswith("State:")).lower()
+    except (OSError, StopIteration):
+        return "zombie"
 
 
 def test_multirun_sweeps_two_jobs(tmp_path, tiny_corpus):
