@@ -109,9 +109,11 @@ def _with_run_dir(prog: str, argv: list[str], args) -> list[str]:
 
 
 def run(prog: str, config_name: str, schema_name: str, schema: type,
-        main: Callable[[DictConfig], Any], report: Callable[[Any], None] | None = None) -> None:
+        main: Callable[[DictConfig], Any], report: Callable[[Any], None] | None = None,
+        output_keys: str = "run_dir=... or hydra.run.dir=...") -> None:
     """Compose `configs/<config_name>.yaml` (which extends `schema_name`) with the command line and call `main`;
-    a `UserError` prints `prog: error: ...` on stderr and exits 2, never a traceback."""
+    a `UserError` prints `prog: error: ...` on stderr and exits 2, never a traceback. So does a full disk or a
+    read-only folder, naming the file and `output_keys` (the keys that choose where this command writes)."""
     import hydra
     from hydra.core.config_store import ConfigStore
 
@@ -128,6 +130,11 @@ def run(prog: str, config_name: str, schema_name: str, schema: type,
             result = main(cfg)
         except UserError as exc:
             fail(prog, str(exc))
+        except (OSError, ValueError) as exc:  # here, before Hydra logs "Error executing job" above our line
+            cause = storage_error(exc)
+            if cause is None:
+                raise
+            fail(prog, _storage_message(cause, output_keys))
         if report is not None:
             report(result)
 
@@ -146,8 +153,12 @@ def run(prog: str, config_name: str, schema_name: str, schema: type,
         cause = storage_error(exc)
         if cause is None:
             raise
-        fail(prog, f"cannot write {cause.filename or 'the output folder'}: {cause.strerror or cause}; choose a "
-                   "writable folder (run_dir=... or hydra.run.dir=...) or free space")
+        fail(prog, _storage_message(cause, output_keys))
+
+
+def _storage_message(cause: OSError, output_keys: str) -> str:
+    return (f"cannot write {cause.filename or 'the output folder'}: {cause.strerror or cause}; choose a writable "
+            f"folder ({output_keys}) or free space")
 
 
 def storage_error(exc: BaseException) -> Optional[OSError]:

@@ -94,4 +94,8 @@ def main(cfg: DictConfig | ExportConfig | dict) -> dict[str, Any]:
 
 def cli() -> None:
     """Hydra entry point (`asr-export checkpoint=RUN format=onnx out=model.onnx`)."""
-    hydra_cli.run("asr-export", "export", "export_schema", ExportConfig, main)
+    hydra_cli.run("asr-export", "export", "export_schema", ExportConfig, main, output_keys="out=...")
+
+
+if __name__ == "__main__":
+    cli()

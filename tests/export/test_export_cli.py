@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 
 import pytest
 
@@ -87,3 +89,22 @@ def test_streaming_model_gets_its_streaming_step(streaming_run, capsys):
     assert (streaming_run["run"] / "export" / "model.stream.onnx").is_file()
     assert stream["chunk_frames"] == 4 and stream["parity"]["greedy_identical"]
     assert "streaming, 4 frames (0.16 s) a step" in capsys.readouterr().out
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="needs Linux mount namespaces")
+def test_a_read_only_output_folder_is_one_line_naming_out(deploy_run, tmp_path):
+    """Issue 25: Hydra's 'Error executing job with overrides' came before our line, and the hint named run_dir=.
+    The output folder is a read-only tmpfs in a private mount namespace of the child (unshare)."""
+    if subprocess.run(["unshare", "-rm", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -rm (user + mount namespaces) is not permitted here")
+    mnt = tmp_path / "mnt"
+    mnt.mkdir()
+    export = (f"{sys.executable} -m asr.export.cli 'checkpoint={deploy_run['run']}' 'out={mnt}/m.onnx' "
+              f"'hydra.run.dir={tmp_path}/hydra'")
+    r = subprocess.run(["unshare", "-rm", "sh", "-c", f"mount -t tmpfs -o ro,size=1m tmpfs {mnt} && exec {export}"],
+                       cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={"PATH": "/usr/bin:/bin", "OMP_NUM_THREADS": "1", "HOME": str(tmp_path)})
+    assert r.returncode == 2, r.stderr[-3000:]
+    assert "Error executing job" not in r.stderr and "Traceback" not in r.stderr, r.stderr[-3000:]
+    errors = [line for line in r.stderr.splitlines() if line.startswith("asr-export: error:")]
+    assert len(errors) == 1 and "Read-only file system" in errors[0] and "(out=...)" in errors[0], r.stderr
