@@ -73,7 +73,7 @@ def set_rng_state(state: dict[str, Any]) -> None:
 def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
     """torch.save to a temp file in the same folder, fsync, rename: a crash never leaves a half file."""
     with atomic_write(path, "wb") as f:
-        sink = _WriteErrors(f)
+        sink = _WriteErrors(f, Path(path))
         try:
             torch.save(obj, sink)
         except RuntimeError:
@@ -88,8 +88,9 @@ def save_atomic(obj: dict[str, Any], path: str | Path) -> Path:
 class _WriteErrors:
     """A binary file wrapper that remembers the OSError of a failed write (see `save_atomic`)."""
 
-    def __init__(self, f) -> None:
+    def __init__(self, f, path: Path) -> None:
         self._f = f
+        self._path = path  # for messages: the temp file's own name is a file descriptor (os.fdopen)
         self.error: OSError | None = None
 
     def write(self, data) -> int:
@@ -97,7 +98,7 @@ class _WriteErrors:
             return self._f.write(data)
         except OSError as exc:
             if exc.filename is None:
-                exc.filename = self._f.name
+                exc.filename = str(self._path)
             self.error = exc
             raise
 

@@ -110,6 +110,27 @@ def test_a_failed_write_leaves_the_old_file(tmp_path):
     assert [p.name for p in tmp_path.iterdir()] == ["c.pt"]
 
 
+def test_a_full_disk_is_reported_with_the_checkpoint_path_not_a_file_descriptor(tmp_path, monkeypatch):
+    """Issue 25: on a full disk the message said 'cannot write 11' (the temp file's descriptor, os.fdopen's name)."""
+    import contextlib
+    import errno
+
+    class FullDisk:  # what atomic_write yields on a full disk: an os.fdopen file (its name: the descriptor)
+        name = 11
+
+        def write(self, data):
+            raise OSError(errno.ENOSPC, "No space left on device")
+
+        def flush(self):
+            pass
+
+    monkeypatch.setattr(ck, "atomic_write", lambda path, mode: contextlib.nullcontext(FullDisk()))
+    path = tmp_path / "step-00000001.pt"
+    with pytest.raises(OSError) as exc:
+        ck.save_atomic(_blob(1), path)
+    assert exc.value.errno == errno.ENOSPC and exc.value.filename == str(path)
+
+
 def test_prune_keeps_last_k_and_best_is_a_copy(tmp_path):
     for s in range(1, 6):
         ck.save_atomic(_blob(s), ck.step_path(tmp_path, s))
