@@ -1,4 +1,12 @@
-"""The one exception family the CLIs turn into a one-line message (no traceback)."""
+"""The one exception family the CLIs turn into a one-line message (no traceback), and how to recognise a failure of
+the user's storage (full, read-only, forbidden) wherever a library wrapped it."""
+from __future__ import annotations
+
+import errno
+from typing import Optional
+
+# Storage failures of the user's environment: full disk or quota, read-only or forbidden folder.
+STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def message_line(exc: BaseException, last: bool = False) -> str:
@@ -10,3 +18,15 @@ def message_line(exc: BaseException, last: bool = False) -> str:
 
 class UserError(Exception):
     """Bad input or configuration the user can fix; the message names the file, id or key and what to change."""
+
+
+def storage_error(exc: BaseException) -> Optional[OSError]:
+    """The storage failure (full, read-only or forbidden: STORAGE_ERRNOS) that `exc` is or was caused by, if any."""
+    seen: set[int] = set()
+    current: Optional[BaseException] = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError) and current.errno in STORAGE_ERRNOS:
+            return current
+        current = current.__cause__ or current.__context__
+    return None

@@ -7,7 +7,6 @@ exit 1, and before Hydra creates any output folder.
 """
 from __future__ import annotations
 
-import errno
 import logging
 import os
 import sys
@@ -15,11 +14,9 @@ from typing import Any, Callable, Optional
 
 from omegaconf import DictConfig
 
-from asr.errors import UserError, message_line
+from asr.errors import UserError, message_line, storage_error
 
 EXIT_USAGE = 2  # what argparse and our CLIs return for a usage error
-# Storage failures of the user's environment: full disk or quota, read-only or forbidden folder.
-STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
 
 
 def fail(prog: str, message: str) -> None:
@@ -160,14 +157,3 @@ def _storage_message(cause: OSError, output_keys: str) -> str:
     return (f"cannot write {cause.filename or 'the output folder'}: {cause.strerror or cause}; choose a writable "
             f"folder ({output_keys}) or free space")
 
-
-def storage_error(exc: BaseException) -> Optional[OSError]:
-    """The storage failure (full, read-only or forbidden: STORAGE_ERRNOS) that `exc` is or was caused by, if any."""
-    seen: set[int] = set()
-    current: Optional[BaseException] = exc
-    while current is not None and id(current) not in seen:
-        seen.add(id(current))
-        if isinstance(current, OSError) and current.errno in STORAGE_ERRNOS:
-            return current
-        current = current.__cause__ or current.__context__
-    return None

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import logging
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -16,6 +17,7 @@ import torch
 
 from asr import distributed as dist_utils
 from asr import tb
+from asr.errors import storage_error
 from asr.state import TrainState
 from asr.step import StepResult
 
@@ -56,6 +58,16 @@ class TrainWindow:
                 tb.TRAIN_DATA_WAIT: min(self.data_wait_s / dt, 1.0)}
 
 
+def _storage_errors_once(args: threading.ExceptHookArgs) -> None:
+    """While a run logs: a full or read-only disk in TensorBoard's writer thread is not printed as a traceback.
+    The thread keeps the error and the next write raises it in the training loop, which ends the run with one line
+    naming the path (asr.train.main); every other thread exception goes to Python's hook as usual."""
+    if args.exc_value is not None and storage_error(args.exc_value) is not None:
+        log.debug("%s in %s, reported by the training loop", args.exc_value, args.thread)
+        return
+    threading.__excepthook__(args)
+
+
 class RunLog:
     """TensorBoard writer + metrics.jsonl + the current TrainWindow. Use as a context manager (closes files)."""
 
@@ -68,10 +80,15 @@ class RunLog:
         self.last_grad_norm = 0.0
 
     def __enter__(self) -> "RunLog":
+        self._previous_hook = threading.excepthook
+        threading.excepthook = _storage_errors_once
         return self
 
     def __exit__(self, *exc) -> None:
-        self.close()
+        try:
+            self.close()
+        finally:
+            threading.excepthook = self._previous_hook
 
     def close(self) -> None:
         if self.writer is not None:

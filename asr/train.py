@@ -21,7 +21,7 @@ from tqdm import tqdm
 from asr import distributed as dist_utils
 from asr import hydra_cli, rundir
 from asr.config import TrainConfig, to_object
-from asr.errors import UserError
+from asr.errors import STORAGE_ERRNOS, UserError
 from asr.optim import lr_at, progress, set_lr
 from asr.resume import load_checkpoint_if_available, save
 from asr.runlog import RunLog, disabled
@@ -126,7 +126,7 @@ def main(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
         finished = True
         return summary
     except OSError as exc:
-        if exc.errno not in hydra_cli.STORAGE_ERRNOS:
+        if exc.errno not in STORAGE_ERRNOS:
             raise
         raise UserError(f"cannot write {exc.filename or cfg.run_dir}: {exc.strerror or exc}; free space or choose a "
                         f"writable run_dir=... (checkpoints already written are complete; the run resumes from "
