@@ -67,7 +67,7 @@ def _finite(x: float) -> Optional[float]:
 
 def _counts_dict(c: ErrorCounts) -> dict[str, Any]:
     return {"substitutions": c.substitutions, "deletions": c.deletions, "insertions": c.insertions,
-            "errors": c.errors, "ref": c.ref_words, "rate": _finite(c.wer)}
+            "errors": c.errors, "ref": c.ref_units, "rate": _finite(c.rate)}
 
 
 def training_vocabulary(loaded: LoadedModel) -> Optional[set[str]]:
@@ -94,9 +94,9 @@ def score_decoder(cache: CachedLogProbs, hyps: list[str], seconds: float, out_fi
     with out_file.open("w", encoding="utf-8") as f:
         for i, r in enumerate(per_utt):
             rec = {"id": r.id, "reference": r.reference, "hypothesis": r.hypothesis,
-                   "ref_words": r.word.ref_words, "substitutions": r.word.substitutions,
+                   "ref_words": r.word.ref_units, "substitutions": r.word.substitutions,
                    "deletions": r.word.deletions, "insertions": r.word.insertions, "word_errors": r.word.errors,
-                   "ref_chars": r.char.ref_words, "char_errors": r.char.errors, "missing": i in cache.missing}
+                   "ref_chars": r.char.ref_units, "char_errors": r.char.errors, "missing": i in cache.missing}
             if i in cache.missing:
                 rec["error"] = cache.missing[i]
             records.append(rec)
@@ -104,7 +104,7 @@ def score_decoder(cache: CachedLogProbs, hyps: list[str], seconds: float, out_fi
     split = None
     if known is not None:
         split = asdict(seen_unseen([r.reference for r in per_utt], [r.hypothesis for r in per_utt], known))
-    return {"wer": _finite(word.wer), "cer": _finite(char.wer), "word": _counts_dict(word),
+    return {"wer": _finite(word.rate), "cer": _finite(char.rate), "word": _counts_dict(word),
             "char": _counts_dict(char), "decode_seconds": seconds,
             "rtf": seconds / cache.audio_seconds if cache.audio_seconds else None, "seen_unseen": split,
             "records": records}
@@ -118,7 +118,7 @@ def tune_lm(cfg: EvalConfig, loaded: LoadedModel, name: str, cache: CachedLogPro
         for s in cfg.word_score_grid:
             hyps, seconds = cache.decode(build_decoder("beam_lm", loaded, cfg.beam, lm_weight=w, word_score=s))
             word, char, _ = score(ids, refs, hyps)
-            grid.append({"lm_weight": w, "word_score": s, "wer": _finite(word.wer), "cer": _finite(char.wer),
+            grid.append({"lm_weight": w, "word_score": s, "wer": _finite(word.rate), "cer": _finite(char.rate),
                          "word_errors": word.errors, "char_errors": char.errors, "decode_seconds": seconds})
     best = min(grid, key=lambda r: (r["word_errors"], r["char_errors"]))
     result = {"subset": name, "grid": grid, "best": {"lm_weight": best["lm_weight"], "word_score": best["word_score"],

@@ -23,31 +23,30 @@ from asr.text import normalize
 
 @dataclass(frozen=True)
 class ErrorCounts:
-    """Alignment counts against a reference of `ref_words` units (words for WER, characters for CER)."""
+    """Alignment counts against a reference of `ref_units` units: words (WER) or characters (CER)."""
 
     substitutions: int = 0
     deletions: int = 0
     insertions: int = 0
     hits: int = 0
-    ref_words: int = 0  # reference length in units: hits + substitutions + deletions
+    ref_units: int = 0  # reference length in units: hits + substitutions + deletions
 
     @property
     def errors(self) -> int:
         return self.substitutions + self.deletions + self.insertions
 
     @property
-    def wer(self) -> float:
-        """Error rate (the CER for character counts). With no reference units: 0.0 if no errors, else inf."""
-        if self.ref_words == 0:
+    def rate(self) -> float:
+        """errors / ref_units: the WER of word counts, the CER of character counts. With no reference units:
+        0.0 if no errors, else inf."""
+        if self.ref_units == 0:
             return 0.0 if self.errors == 0 else math.inf
-        return self.errors / self.ref_words
-
-    rate = wer  # the same number, a name that reads right for character counts
+        return self.errors / self.ref_units
 
     def __add__(self, other: "ErrorCounts") -> "ErrorCounts":
         return ErrorCounts(self.substitutions + other.substitutions, self.deletions + other.deletions,
                            self.insertions + other.insertions, self.hits + other.hits,
-                           self.ref_words + other.ref_words)
+                           self.ref_units + other.ref_units)
 
 
 @dataclass(frozen=True)
@@ -63,7 +62,7 @@ class UtteranceErrors:
 
 def _counts(out) -> ErrorCounts:
     return ErrorCounts(substitutions=out.substitutions, deletions=out.deletions, insertions=out.insertions,
-                       hits=out.hits, ref_words=out.hits + out.substitutions + out.deletions)
+                       hits=out.hits, ref_units=out.hits + out.substitutions + out.deletions)
 
 
 def word_errors(reference: str, hypothesis: str) -> ErrorCounts:

@@ -85,8 +85,8 @@ def validate(run: Components, state: TrainState, writer) -> dict[str, dict[str, 
             totals.blank_frames += float(((log_probs.argmax(-1) == 0) & mask).sum())
             totals.frames += float(mask.sum())
         word, char, _ = score(ids, refs, hyps)
-        totals.word_errors, totals.ref_words = word.errors, word.ref_words
-        totals.char_errors, totals.ref_chars = char.errors, char.ref_words
+        totals.word_errors, totals.ref_words = word.errors, word.ref_units
+        totals.char_errors, totals.ref_chars = char.errors, char.ref_units
         results[split] = totals.reduced(run.device).metrics()
         tb.scalars(writer, {tb.dev_tag(split, k): v for k, v in results[split].items()}, state.step)
         if writer is not None:

@@ -33,32 +33,32 @@ def test_corpus_rates_match_jiwer(seed):
     pairs = [random_pair(rng) for _ in range(40)]
     refs, hyps = [p[0] for p in pairs], [p[1] for p in pairs]
     word, char, per_utt = score([f"u{i}" for i in range(len(pairs))], refs, hyps)
-    assert word.wer == pytest.approx(jiwer.wer(refs, hyps))
-    assert char.wer == pytest.approx(jiwer.cer(refs, hyps))
-    assert word.ref_words == sum(len(r.split()) for r in refs)
-    assert char.ref_words == sum(len(r) for r in refs)  # spaces count as characters
+    assert word.rate == pytest.approx(jiwer.wer(refs, hyps))
+    assert char.rate == pytest.approx(jiwer.cer(refs, hyps))
+    assert word.ref_units == sum(len(r.split()) for r in refs)
+    assert char.ref_units == sum(len(r) for r in refs)  # spaces count as characters
     for (r, h), u in zip(pairs, per_utt):
-        assert u.word.wer == pytest.approx(jiwer.wer(r, h))
+        assert u.word.rate == pytest.approx(jiwer.wer(r, h))
         assert u.char.rate == pytest.approx(jiwer.cer(r, h))
 
 
 def test_corpus_wer_is_total_errors_over_total_words_not_a_mean():
     word, _, per_utt = score(["short", "long"], ["A", "A B C D E F G H I J"], ["B", "A B C D E F G H I J"])
-    assert [u.word.wer for u in per_utt] == [1.0, 0.0]
-    assert word.wer == pytest.approx(1 / 11)  # the mean of the utterance rates would be 0.5
+    assert [u.word.rate for u in per_utt] == [1.0, 0.0]
+    assert word.rate == pytest.approx(1 / 11)  # the mean of the utterance rates would be 0.5
 
 
 def test_hand_computed_substitution_deletion_insertion():
-    assert word_errors("A B C", "A X C") == ErrorCounts(substitutions=1, hits=2, ref_words=3)
-    assert word_errors("A B C", "A C") == ErrorCounts(deletions=1, hits=2, ref_words=3)
-    assert word_errors("A B C", "A B C D") == ErrorCounts(insertions=1, hits=3, ref_words=3)
-    assert word_errors("A B C", "") == ErrorCounts(deletions=3, ref_words=3)
+    assert word_errors("A B C", "A X C") == ErrorCounts(substitutions=1, hits=2, ref_units=3)
+    assert word_errors("A B C", "A C") == ErrorCounts(deletions=1, hits=2, ref_units=3)
+    assert word_errors("A B C", "A B C D") == ErrorCounts(insertions=1, hits=3, ref_units=3)
+    assert word_errors("A B C", "") == ErrorCounts(deletions=3, ref_units=3)
     mixed = word_errors("THE CAT SAT ON THE MAT", "THE BAT SAT THE MAT TODAY")
     assert (mixed.substitutions, mixed.deletions, mixed.insertions, mixed.hits) == (1, 1, 1, 4)
-    assert mixed.wer == pytest.approx(3 / 6)
+    assert mixed.rate == pytest.approx(3 / 6)
     # characters: "AB CD" -> "AB D": one deletion ("C"); "AB CD" -> "ABCD": the space is deleted
-    assert char_errors("AB CD", "AB D") == ErrorCounts(deletions=1, hits=4, ref_words=5)
-    assert char_errors("AB CD", "ABCD") == ErrorCounts(deletions=1, hits=4, ref_words=5)
+    assert char_errors("AB CD", "AB D") == ErrorCounts(deletions=1, hits=4, ref_units=5)
+    assert char_errors("AB CD", "ABCD") == ErrorCounts(deletions=1, hits=4, ref_units=5)
     assert char_errors("CAT", "CUT").substitutions == 1
 
 
@@ -66,13 +66,13 @@ def test_empty_references():
     word, char, per_utt = score(["e1", "e2", "n"], ["", "  ...  ", "HELLO WORLD"], ["HELLO THERE", "", "HELLO"])
     e1, e2, n = per_utt
     assert e1.word == ErrorCounts(insertions=2) and e1.char == ErrorCounts(insertions=len("HELLO THERE"))
-    assert math.isinf(e1.word.wer)
+    assert math.isinf(e1.word.rate)
     # punctuation-only reference normalizes to empty; empty against empty is no error at all
-    assert e2.reference == "" and e2.word == ErrorCounts() and e2.word.wer == 0.0 and e2.char.wer == 0.0
-    assert n.word == ErrorCounts(deletions=1, hits=1, ref_words=2)
-    assert word == ErrorCounts(deletions=1, insertions=2, hits=1, ref_words=2)
-    assert word.wer == pytest.approx(3 / 2)
-    assert char.insertions == len("HELLO THERE") and char.ref_words == len("HELLO WORLD")
+    assert e2.reference == "" and e2.word == ErrorCounts() and e2.word.rate == 0.0 and e2.char.rate == 0.0
+    assert n.word == ErrorCounts(deletions=1, hits=1, ref_units=2)
+    assert word == ErrorCounts(deletions=1, insertions=2, hits=1, ref_units=2)
+    assert word.rate == pytest.approx(3 / 2)
+    assert char.insertions == len("HELLO THERE") and char.ref_units == len("HELLO WORLD")
     assert score([], [], []) == (ErrorCounts(), ErrorCounts(), [])
 
 
@@ -81,7 +81,7 @@ def test_normalization_applies_to_both_sides():
     assert word.errors == 0 and char.errors == 0
     assert per_utt[0] == UtteranceErrors(id="a", reference="HELLO WORLD IT'S WELL KNOWN",
                                          hypothesis="HELLO WORLD IT'S WELL KNOWN", word=word, char=char)
-    assert word.ref_words == 5
+    assert word.ref_units == 5
 
 
 def test_mismatched_lengths_are_rejected():
