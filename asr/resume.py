@@ -20,7 +20,7 @@ from asr import distributed as dist_utils
 from asr.checkpoint import CheckpointError
 from asr.config import TrainConfig, to_container
 from asr.errors import message_line
-from asr.runtime import Components
+from asr.components import Components
 from asr.state import TrainState
 
 log = logging.getLogger("asr.train")

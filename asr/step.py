@@ -21,7 +21,7 @@ import torch
 from asr import distributed as dist_utils
 from asr.ctc import compute_loss
 from asr.data.dataset import Batch
-from asr.runtime import Trainee
+from asr.components import Trainee
 from asr.state import TrainState
 
 log = logging.getLogger("asr.train")

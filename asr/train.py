@@ -2,7 +2,7 @@
 
     build() -> load_checkpoint_if_available() -> [train_one_epoch() -> validate_and_save()] -> main()
 
-The pieces: the built parts (asr/runtime.py, read-only), the loop's state (asr/state.py, carried by checkpoints),
+The pieces: the built parts (asr/components.py, read-only), the loop's state (asr/state.py, carried by checkpoints),
 one step (asr/step.py), validation (asr/validation.py), checkpoints and resume (asr/resume.py), records
 (asr/runlog.py), preemption (asr/signals.py), the run directory and its lock (asr/rundir.py).
 """
@@ -25,7 +25,7 @@ from asr.errors import STORAGE_ERRNOS, UserError
 from asr.optim import lr_at, progress, set_lr
 from asr.resume import load_checkpoint_if_available, save
 from asr.runlog import RunLog, disabled
-from asr.runtime import Components, build
+from asr.components import Components, build
 from asr.signals import EXIT_PREEMPTED, StopRequest, preemption_signals
 from asr.state import Budget, TrainState
 from asr.step import StepResult, train_step

@@ -20,7 +20,7 @@ from asr.decoding.greedy import greedy_decode
 from asr.forward import forward
 from asr.lengths import lengths_to_mask
 from asr.metrics import score
-from asr.runtime import Components
+from asr.components import Components
 from asr.state import Budget, TrainState
 
 log = logging.getLogger("asr.train")

@@ -16,7 +16,7 @@ from omegaconf import OmegaConf
 
 from asr import distributed as dist_utils
 from asr.config import TrainConfig, to_object
-from asr.runtime import build
+from asr.components import build
 from asr.state import TrainState
 from asr.step import train_step
 

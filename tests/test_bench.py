@@ -67,7 +67,7 @@ def test_the_step_benchmark_trains_exactly_what_asr_train_trains(tmp_path, tiny_
     from conftest import compose_train, tiny_train_overrides
 
     from asr.config import TrainConfig, to_object
-    from asr.runtime import build
+    from asr.components import build
     from asr.state import TrainState
     from asr.step import train_step
 

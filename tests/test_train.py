@@ -23,7 +23,7 @@ from asr.config import ConfigError, TrainConfig, to_object
 from asr.data.manifest import Utterance, read_manifest, write_manifest
 from asr.features import LogMel
 from asr.model import AcousticModel
-from asr.runtime import filter_trainable
+from asr.components import filter_trainable
 from asr.text import CharTokenizer
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -139,7 +139,7 @@ def test_sigterm_writes_checkpoint_and_exits_143(tmp_path, tiny_corpus):
 
 
 def test_nan_batch_is_skipped_without_touching_parameters(tmp_path, tiny_corpus):
-    from asr.runtime import build
+    from asr.components import build
     from asr.state import TrainState
     from asr.step import train_step
     cfg = _cfg(tiny_corpus, tmp_path)
@@ -157,7 +157,7 @@ def test_nan_batch_is_skipped_without_touching_parameters(tmp_path, tiny_corpus)
 
 def test_consecutive_bad_steps_abort_naming_the_knob(tmp_path, tiny_corpus):
     from asr.errors import UserError
-    from asr.runtime import build
+    from asr.components import build
     from asr.state import TrainState
     from asr.train import train_one_epoch
     cfg = _cfg(tiny_corpus, tmp_path, **{"trainer.max_bad_steps": 2})

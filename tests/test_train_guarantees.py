@@ -78,7 +78,7 @@ def test_ddp_gradient_equals_single_process_on_the_same_global_batch(tmp_path, t
     the sampler's order. Batch-norm statistics are per rank (no SyncBatchNorm), so the reference runs the two
     batches through the model separately. Summing across ranks, or pooling all utterances into one mean,
     would give a different gradient (asserted too, so the comparison is known to discriminate)."""
-    from asr.runtime import build
+    from asr.components import build
 
     # A batch budget for which the first two global batches differ in size: otherwise the pooled mean and the
     # mean of per-rank means coincide and the test could not tell them apart.
@@ -149,7 +149,7 @@ def test_intermediate_ctc_step_loss_is_the_weighted_sum_of_both_ctc_losses(tmp_p
 
     import torch.nn.functional as F
 
-    from asr.runtime import build
+    from asr.components import build
     from asr.state import TrainState
     from asr.step import train_step
 
@@ -198,7 +198,7 @@ def test_speed_perturbed_batches_stay_within_the_batch_budget(tmp_path, tiny_cor
     """data.max_batch_seconds bounds the padded audio a step computes on (GPU memory): with speed factor 0.8 every
     utterance plays 1.25x longer than the sampler's manifest durations say, so the sampler must pack on that.
     Measured on what the loader delivers (samples x batch size), over a whole epoch."""
-    from asr.runtime import build
+    from asr.components import build
 
     budget = 8.0
     cfg = _cfg(tiny_corpus, tmp_path, **{"augment.speed_perturb": "[0.8]",
@@ -351,7 +351,7 @@ def test_sigusr1_writes_checkpoint_and_exits_143(tmp_path, tiny_corpus):
 def test_bf16_on_cpu_trains(tmp_path, tiny_corpus, restore_global_state):
     """trainer.precision=bf16 on CPU: the model's matmuls really run in bf16 (autocast), the CTC loss stays
     fp32 and finite, no step is skipped, and the parameters move."""
-    from asr.runtime import build
+    from asr.components import build
     from asr.state import TrainState
     from asr.step import train_step
     cfg = _cfg(tiny_corpus, tmp_path, **NO_RANDOMNESS, **{"trainer.precision": "bf16", "data.max_batch_seconds": 12,
@@ -378,7 +378,7 @@ def test_bf16_on_cpu_trains(tmp_path, tiny_corpus, restore_global_state):
 
 
 def test_fp16_on_cpu_is_refused_naming_the_key(tmp_path, tiny_corpus, restore_global_state):
-    from asr.runtime import build
+    from asr.components import build
     with pytest.raises(ConfigError, match=r"trainer\.precision") as exc:
         build(_cfg(tiny_corpus, tmp_path, **{"trainer.precision": "fp16"}), tmp_path)
     assert isinstance(exc.value, UserError) and "bf16" in str(exc.value)
