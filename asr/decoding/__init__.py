@@ -1,13 +1,12 @@
-"""CTC decoders: greedy (best path), beam search with optional word LM (flashlight via torchaudio), a GPU beam
-search (torchaudio CUCTC), and a small reference prefix beam search + brute-force oracle used by the tests.
+"""CTC decoders: greedy (best path) and beam search with an optional word LM (flashlight via torchaudio).
 
-`beam` and `cuda_beam` are imported lazily by their users: they load flashlight-text / torchaudio's CUDA extension.
+`beam` is imported lazily by its users: it loads flashlight-text. The reference prefix beam search and the
+brute-force oracle (`asr.decoding.reference`, pure Python) serve the tests and the decoding benchmark; they are
+imported only where used.
 """
-from asr.decoding.greedy import greedy_decode, greedy_ids, word_spans
-from asr.decoding.reference import exhaustive_search, prefix_beam_search
+from asr.decoding.greedy import greedy_decode, greedy_ids
 
-__all__ = ["greedy_decode", "greedy_ids", "word_spans", "prefix_beam_search", "exhaustive_search",
-           "BeamSearchDecoder", "BeamHypothesis", "write_lexicon", "CudaBeamDecoder"]
+__all__ = ["greedy_decode", "greedy_ids", "BeamSearchDecoder", "BeamHypothesis", "write_lexicon"]
 
 
 def __getattr__(name: str):
@@ -16,8 +15,4 @@ def __getattr__(name: str):
         from asr.decoding import beam
 
         return getattr(beam, name)
-    if name == "CudaBeamDecoder":
-        from asr.decoding.cuda_beam import CudaBeamDecoder
-
-        return CudaBeamDecoder
     raise AttributeError(f"module 'asr.decoding' has no attribute {name!r}")

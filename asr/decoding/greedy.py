@@ -42,12 +42,3 @@ def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer: Cha
     """(B, T', C) log-probs + (B,) lengths -> B transcripts (best path, repeats collapsed, blanks dropped)."""
     return [tokenizer.ids_to_text(ids) for ids, _ in greedy_ids(log_probs, lengths, tokenizer.blank)]
 
-
-def word_spans(ids: list[int], frames: list[int], tokenizer: CharTokenizer) -> list[tuple[str, int, int]]:
-    """Group emitted characters into words: `(word, first_frame, last_frame)` per word, split at the space token.
-
-    `frames` are the emitting frames returned next to `ids` by `greedy_ids` or the beam decoders; the caller turns
-    frames into seconds with the model's frame rate. (Used by tests and by callers that decode without timings;
-    `asr-transcribe` times words by forced alignment, through the same `CharTokenizer.group_words`.)
-    """
-    return tokenizer.group_words(ids, frames, frames)

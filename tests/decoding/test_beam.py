@@ -9,10 +9,10 @@ import pytest
 import torch
 from ctc_cases import TOKENIZER, frames, peaky_log_probs, text_of
 
-from asr.decoding import greedy_decode, prefix_beam_search
+from asr.decoding import greedy_decode
 from asr.decoding.arpa import unigram_words
 from asr.decoding.beam import BeamSearchDecoder, write_lexicon
-from asr.decoding.reference import exhaustive_search
+from asr.decoding.reference import exhaustive_search, prefix_beam_search
 from asr.errors import UserError
 from asr.text import BLANK, CharTokenizer
 

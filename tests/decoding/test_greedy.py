@@ -5,7 +5,7 @@ import pytest
 import torch
 from ctc_cases import TOKENIZER, frames, peaky_log_probs
 
-from asr.decoding import greedy_decode, greedy_ids, word_spans
+from asr.decoding import greedy_decode, greedy_ids
 from asr.decoding.reference import collapse
 
 tok = TOKENIZER
@@ -41,12 +41,13 @@ def test_greedy_ids_report_the_first_frame_of_each_run():
     [(ids, frame_idx)] = greedy_ids(x[None], torch.tensor([7]))
     assert tok.decode(ids) == "CA T"
     assert frame_idx == [1, 4, 5, 6]
-    assert word_spans(ids, frame_idx, tok) == [("CA", 1, 4), ("T", 6, 6)]
+    assert tok.group_words(ids, frame_idx, frame_idx) == [("CA", 1, 4), ("T", 6, 6)]
 
 
-def test_word_spans_skip_empty_words():
+def test_grouping_into_words_skips_empty_words():
     ids = tok.encode(" HI  YOU ")
-    assert word_spans(ids, list(range(len(ids))), tok) == [("HI", 1, 2), ("YOU", 5, 7)]
+    frames_of = list(range(len(ids)))
+    assert tok.group_words(ids, frames_of, frames_of) == [("HI", 1, 2), ("YOU", 5, 7)]
 
 
 def test_best_path_is_not_the_best_labelling():
