@@ -5,14 +5,12 @@ import faulthandler
 import logging
 import os
 import signal
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 import soundfile as sf
 
-sys.path.insert(0, str(Path(__file__).parent))
 
 # The whole run's hard limit (seconds): past it every thread's stack is dumped to stderr and the process exits 1,
 # so a hang (in a test, a fixture or at interpreter exit) costs minutes, never CI's 90. The suite takes about

@@ -3,16 +3,14 @@ is not a test: no figure is asserted, only that every sub-benchmark runs and rep
 from __future__ import annotations
 
 import json
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+from benchmarks.common import Row, librispeech_like_durations, scaling_note, table
 
-from benchmarks.common import Row, librispeech_like_durations, scaling_note, table  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_ratio_points_the_same_way_for_both_kinds_of_metric():

@@ -2,18 +2,16 @@
 written from records (the training runs themselves are the benchmark, not a test)."""
 from __future__ import annotations
 
-import importlib.util
 import json
 from pathlib import Path
+
+import bench_accuracy
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def load_bench():
-    spec = importlib.util.spec_from_file_location("bench_accuracy", ROOT / "scripts" / "bench_accuracy.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return bench_accuracy
 
 
 def test_peer_record_table_and_plot(tmp_path, monkeypatch):

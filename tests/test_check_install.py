@@ -5,10 +5,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "scripts"))
+import check_install
 
-import check_install  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_passes_on_this_install():

@@ -6,17 +6,15 @@ import contextlib
 import http.client
 import json
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Iterator, Optional
 from urllib.parse import urlsplit
 
-from asr.config import ServeConfig
+from bench_serve import multipart  # one multipart encoder for the load test and these tests (scripts/)
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[2] / "scripts"))
-from bench_serve import multipart  # noqa: E402  (one multipart encoder for the load test and these tests)
+from asr.config import ServeConfig
 
 
 def serve_config(run: Path, **overrides) -> ServeConfig:

@@ -9,10 +9,9 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT / "scripts"))
+import bench_serve
 
-import bench_serve  # noqa: E402
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_small_load_test_has_no_failures_and_a_full_report(deploy_run, tmp_path):
