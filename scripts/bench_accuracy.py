@@ -9,7 +9,9 @@ seconds, final test WER per trainer).
 Ours is `scripts/demo.sh` itself (set-up, corpus, training under the budget, 3-gram LM, test scored with greedy,
 beam and beam + LM with the LM weights tuned on dev), run with this budget and each seed. The peer is
 `../shared/peers/speechbrain/run_sb_ctc.py` in its own virtualenv (its README says how to make one); it is never
-imported here. Each side's dev curve is on its own dev set (the peer holds out 4 training speakers; ours is the
+imported here. The peer also gets our LM: `decode_sb_lm.py` beside it decodes its test set with SpeechBrain's own
+CTC beam search and KenLM on the demo's ARPA file, its weights tuned on the same dev set as ours. Both sides' test
+words wrong are split into words seen in the training transcripts and unseen ones (`asr.metrics.seen_unseen`). Each side's dev curve is on its own dev set (the peer holds out 4 training speakers; ours is the
 corpus's dev split); the test split is the same for both. A finished run (its result file present) is reused, so
 an interrupted benchmark continues where it stopped (only on the same corpus: the manifests' sha256 is kept with
 each run); delete --work to start over.
@@ -94,10 +96,17 @@ def ours(seed: int, args, work: Path, precision: str) -> dict:
               "wer": 100 * h["dev"]["wer_greedy"], "cer": 100 * h["dev"]["cer_greedy"]} for h in summary["history"]]
     rec = {"trainer": "ours", "seed": seed, "steps": summary["steps"], "epochs": summary["epochs"],
            "demo_wall_s": round(wall, 1), "curve": curve, "checkpoint_step": ev["step"],
-           "test": {d: {"wer": 100 * test[d]["wer"], "cer": 100 * test[d]["cer"]} for d in test}}
+           "test": {d: {"wer": 100 * test[d]["wer"], "cer": 100 * test[d]["cer"], **_ours_split(test[d])}
+                    for d in test}}
     result_file.write_text(json.dumps(rec, indent=1))
     (out / "corpus.sha256").write_text(corpus_fingerprint())
     return {**rec, "finished": finished(result_file)}
+
+
+def _ours_split(decoder: dict) -> dict:
+    """asr-eval's seen/unseen counts of one decoder as the table's percentages ({} if it did not report them)."""
+    x = decoder.get("seen_unseen")
+    return {} if not x else _split_pct(x["seen_wrong"], x["seen_words"], x["unseen_wrong"], x["unseen_words"])
 
 
 def peer(seed: int, args, work: Path, precision: str) -> dict:
@@ -114,32 +123,94 @@ def peer(seed: int, args, work: Path, precision: str) -> dict:
         (out / "corpus.sha256").write_text(corpus_fingerprint())
     res = json.loads(result_file.read_text())
     test = next(iter(res["tests"].values()))
-    curve = [{"elapsed_s": h["elapsed_s"], "epoch": h["epoch"], "wer": h["dev_WER"], "cer": h["dev_CER"]}
-             for h in res["dev_history"]]
-    return {"trainer": "peer", "seed": seed, "finished": finished(result_file), "steps": res["optimizer_steps"],
-            "epochs": res["epochs_completed"],
-            "train_process_s": res["train_wall_s"], "curve": curve,
-            "test": {"greedy": {"wer": test["WER"], "cer": test["CER"]}}, "params": res["param_count"]}
+    # The peer logs epochs, not updates: a validation's update count is its epoch count (whole epochs plus the
+    # fraction of the last) times the run's updates per epoch. An estimate, marked as such in the table.
+    per_epoch = res["optimizer_steps"] / max(sum(h.get("epoch_fraction", 1.0) for h in res["dev_history"]), 1e-9)
+    done, curve = 0.0, []
+    for h in res["dev_history"]:
+        done += h.get("epoch_fraction", 1.0)
+        curve.append({"elapsed_s": h["elapsed_s"], "epoch": h["epoch"], "step": round(done * per_epoch),
+                      "step_estimated": True, "wer": h["dev_WER"], "cer": h["dev_CER"]})
+    greedy_tsv = out / Path(test["hypotheses"]).name
+    rec = {"trainer": "peer", "seed": seed, "finished": finished(result_file), "steps": res["optimizer_steps"],
+           "epochs": res["epochs_completed"], "train_process_s": res["train_wall_s"], "curve": curve,
+           "test": {"greedy": {"wer": test["WER"], "cer": test["CER"], **seen_unseen_of(_tsv_pairs(greedy_tsv))}},
+           "params": res["param_count"]}
+    lm = peer_with_lm(seed, args, out)
+    if lm is not None:
+        rec["test"]["beam_lm"] = lm
+    return rec
+
+
+LM_ARPA = ROOT / "data" / "lm" / "synthetic_train_3gram.arpa"  # what scripts/demo.sh builds and tunes on dev
+TRAIN_MANIFEST = ROOT / "data" / "synthetic" / "manifests" / "train.jsonl"  # the words "seen in training"
+
+
+def peer_with_lm(seed: int, args, out: Path) -> dict | None:
+    """The peer's beam + LM: `decode_sb_lm.py` (SpeechBrain's own CTCBeamSearcher with KenLM) on the peer's
+    experiment, with the very ARPA file and dev set our demo tunes on, test decoded at beam 50 with the best
+    pair. None when the ARPA file is missing (our side has not run here)."""
+    result = out / "beam_lm.json"
+    if not result.exists():
+        if not LM_ARPA.exists():
+            print(f"peer seed {seed}: {LM_ARPA} missing (made by our demo); the peer's beam + LM is left out")
+            return None
+        run_logged([args.peer_python, str(args.peer.parent / "decode_sb_lm.py"), "--exp-dir", str(out), "--arpa",
+                    str(LM_ARPA), "--tune-root", "data/synthetic/dev", "--test-root", "data/synthetic/test",
+                    "--threads", str(args.threads), "--json", str(result)], out.parent / f"peer_s{seed}_lm.log")
+    res = json.loads(result.read_text())
+    test = res["tests"]["test"]
+    return {"wer": 100 * test["beam_lm_wer"], "cer": 100 * test["beam_lm_cer"], "alpha": res["best"]["alpha"],
+            "beta": res["best"]["beta"], **seen_unseen_of(_tsv_pairs(out / Path(test["hypotheses"]).name))}
+
+
+def _tsv_pairs(path: Path) -> list[tuple[str, str]]:
+    """(reference, hypothesis) pairs of a peer hypothesis file (utt_id, ref, hyp; a header line)."""
+    rows = [line.split("\t") for line in path.read_text(encoding="utf-8").splitlines()[1:] if line.strip()]
+    return [(r[1], r[2] if len(r) > 2 and r[2] != "<empty>" else "") for r in rows]
+
+
+def seen_unseen_of(pairs: list[tuple[str, str]]) -> dict:
+    """% of reference words wrong among words seen in the training transcripts and among unseen ones: the same
+    rule (`asr.metrics.seen_unseen`) asr-eval applies to ours, here on the peer's hypotheses."""
+    from asr.data.manifest import read_manifest
+    from asr.metrics import seen_unseen
+    from asr.text import normalize
+
+    known = {w for u in read_manifest(TRAIN_MANIFEST) for w in normalize(u.text).split()}
+    split = seen_unseen([normalize(r) for r, _ in pairs], [normalize(h) for _, h in pairs], known)
+    return _split_pct(split.seen_wrong, split.seen_words, split.unseen_wrong, split.unseen_words)
+
+
+def _split_pct(seen_wrong: int, seen: int, unseen_wrong: int, unseen: int) -> dict:
+    return {"seen_wrong_pct": 100 * seen_wrong / max(seen, 1), "unseen_wrong_pct": 100 * unseen_wrong / max(unseen, 1)}
 
 
 def table(records: list[dict]) -> str:
+    """Per run: updates, epochs, dev WER at the budget, test greedy / beam / beam + LM WER and CER, and the test
+    words wrong among words seen in the training transcripts / unseen (greedy and beam + LM)."""
     rows = ["| trainer | seed | finished | updates | epochs | dev WER at budget | test greedy WER / CER | test beam | "
-            "test beam + LM |", "|---|---|---|---|---|---|---|---|---|"]
+            "test beam + LM | words wrong seen / unseen, greedy | same, beam + LM |",
+            "|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in records:
         t = r["test"]
         cell = (lambda d: f"{t[d]['wer']:.2f} / {t[d]['cer']:.2f}" if d in t else "—")
+        split = (lambda d: f"{t[d]['seen_wrong_pct']:.1f} / {t[d]['unseen_wrong_pct']:.1f}"
+                 if "seen_wrong_pct" in t.get(d, {}) else "—")
         last = r["curve"][-1] if r["curve"] else {"wer": float("nan")}
         rows.append(f"| {r['trainer']} | {r['seed']} | {r['finished']} | {r['steps']} | {r['epochs']} | "
-                    f"{last['wer']:.2f} | {cell('greedy')} | {cell('beam')} | {cell('beam_lm')} |")
+                    f"{last['wer']:.2f} | {cell('greedy')} | {cell('beam')} | {cell('beam_lm')} | {split('greedy')} | "
+                    f"{split('beam_lm')} |")
     return "\n".join(rows)
 
 
 def curve_table(records: list[dict]) -> str:
-    """The learning curves as rows: every validation of every run (wall-clock seconds, dev WER and CER)."""
-    rows = ["| trainer | seed | seconds | epoch | dev WER | dev CER |", "|---|---|---|---|---|---|"]
+    """The learning curves as rows: every validation of every run (updates, wall-clock seconds, dev WER and CER;
+    the peer's updates are estimated from its epochs, marked ~)."""
+    rows = ["| trainer | seed | updates | seconds | epoch | dev WER | dev CER |", "|---|---|---|---|---|---|---|"]
     for r in records:
-        rows += [f"| {r['trainer']} | {r['seed']} | {p['elapsed_s']:.0f} | {p['epoch']} | {p['wer']:.2f} | "
-                 f"{p['cer']:.2f} |" for p in r["curve"]]
+        rows += [f"| {r['trainer']} | {r['seed']} | {'~' if p.get('step_estimated') else ''}{p.get('step', '—')} | "
+                 f"{p['elapsed_s']:.0f} | {p['epoch']} | {p['wer']:.2f} | {p['cer']:.2f} |" for p in r["curve"]]
     return "\n".join(rows)
 
 
@@ -147,7 +218,7 @@ def plot(records: list[dict], png: Path, title: str) -> None:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.5))
+    fig, axes = plt.subplots(1, 4, figsize=(20, 4.5))
     colors = {"ours": "tab:blue", "peer": "tab:orange"}
     styles = ["-", "--", ":", "-."]
     for r in records:
@@ -155,8 +226,11 @@ def plot(records: list[dict], png: Path, title: str) -> None:
         style = dict(color=colors[r["trainer"]], linestyle=styles[(r["seed"] - 1) % len(styles)], marker="o", ms=3)
         axes[0].plot(xs, [p["wer"] for p in r["curve"]], label=f"{r['trainer']} seed {r['seed']}", **style)
         axes[1].plot(xs, [p["cer"] for p in r["curve"]], label=f"{r['trainer']} seed {r['seed']}", **style)
-    for ax, what in zip(axes[:2], ("WER", "CER")):
-        ax.set_xlabel("wall-clock seconds of training")
+        axes[2].plot([p.get("step", float("nan")) for p in r["curve"]], [p["wer"] for p in r["curve"]],
+                     label=f"{r['trainer']} seed {r['seed']}", **style)
+    for ax, what, x in zip(axes[:3], ("WER", "CER", "WER"), ("wall-clock seconds of training",) * 2 +
+                           ("optimizer updates (the peer's estimated from its epochs)",)):
+        ax.set_xlabel(x)
         ax.set_ylabel(f"dev {what} % (greedy, each trainer's own dev set)")
         ax.set_ylim(bottom=0)
         ax.grid(alpha=0.3)
@@ -168,10 +242,10 @@ def plot(records: list[dict], png: Path, title: str) -> None:
                 labels.append(f"{r['trainer']} s{r['seed']}\n{dec}")
                 values.append(r["test"][dec]["wer"])
                 cols.append(colors[r["trainer"]] if dec == "greedy" else "tab:green")
-    bars = axes[2].bar(range(len(values)), values, color=cols)
-    axes[2].bar_label(bars, fmt="%.1f", fontsize=8)
-    axes[2].set_xticks(range(len(values)), labels, fontsize=7)
-    axes[2].set_ylabel("test WER % (same test split)")
+    bars = axes[3].bar(range(len(values)), values, color=cols)
+    axes[3].bar_label(bars, fmt="%.1f", fontsize=8)
+    axes[3].set_xticks(range(len(values)), labels, fontsize=7)
+    axes[3].set_ylabel("test WER % (same test split)")
     fig.suptitle(title)
     fig.tight_layout()
     png.parent.mkdir(parents=True, exist_ok=True)
