@@ -2,6 +2,7 @@
 configuration mistakes as one line naming the key (exit status 2)."""
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -58,6 +59,57 @@ def test_process_serves_then_stops_cleanly_on_sigterm(deploy_run, tmp_path):
     assert "stopped by SIGTERM after answering the requests in flight; clean shutdown" in log
     assert "Traceback" not in log and proc.stdout.read() == ""
     assert list(tmp_path.iterdir()) == []  # no Hydra output folder
+
+
+def test_a_real_sigterm_answers_the_upload_in_flight(deploy_run, tmp_path):
+    """The real signal, to the real process, while a request is in flight (half its body sent): the listening
+    socket closes, the request is still read to its end and answered with its transcript, then exit 0 with the
+    clean-shutdown line and no traceback (the thread-level test with should_exit cannot show this)."""
+    from serve_client import multipart
+    script = Path(sys.executable).with_name("asr-serve")
+    command = [str(script)] if script.is_file() else [sys.executable, "-m", "asr.serve.cli"]
+    proc = subprocess.Popen([*command, f"checkpoint={deploy_run['run']}", "port=0", "device=cpu",
+                             "decoders=[greedy]"], cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
+    lines: list[str] = []
+    reader = threading.Thread(target=read_lines, args=(proc.stderr, lines), daemon=True)
+    reader.start()
+    conn = None
+    try:
+        deadline = time.monotonic() + 90
+        url = None
+        while url is None and time.monotonic() < deadline and proc.poll() is None:
+            url = next((m.group(1) for m in map(URL.search, list(lines)) if m), None)
+            time.sleep(0.05)
+        assert url, "no URL logged:\n" + "".join(lines)
+        utt, data = utterances(deploy_run)[2]
+        body, ctype = multipart({}, {"audio": ("in-flight.flac", data)})
+        host, port = url.removeprefix("http://").rstrip("/").split(":")
+        conn = socket.create_connection((host, int(port)), timeout=30)
+        conn.sendall(f"POST /transcribe HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ctype}\r\n"
+                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body[: len(body) // 2])
+        time.sleep(0.5)  # the server has the request: its place is taken, its body half read
+        proc.send_signal(signal.SIGTERM)
+        time.sleep(1.0)  # the server is shutting down: no new connection, the one in flight kept
+        assert proc.poll() is None, "the server exited with a request in flight:\n" + "".join(lines)
+        conn.sendall(body[len(body) // 2:])  # the rest arrives after the signal
+        reply = b""
+        while chunk := conn.recv(65536):
+            reply += chunk
+        head, _, payload = reply.partition(b"\r\n\r\n")
+        assert head.split()[1] == b"200", reply[:500]
+        assert json.loads(payload)["text"] == utt.text
+        assert proc.wait(timeout=30) == 0
+    finally:
+        if conn is not None:
+            conn.close()
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    reader.join(5)
+    log = "".join(lines)
+    assert "stopped by SIGTERM after answering the requests in flight; clean shutdown" in log
+    assert "Traceback" not in log and "CancelledError" not in log
 
 
 def run_cli(monkeypatch, capsys, *args: str) -> str:
