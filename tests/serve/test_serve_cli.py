@@ -2,6 +2,7 @@
 configuration mistakes as one line naming the key (exit status 2)."""
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import re
@@ -27,11 +28,14 @@ def read_lines(stream, lines: list[str]) -> None:
         lines.append(line)
 
 
-def test_process_serves_then_stops_cleanly_on_sigterm(deploy_run, tmp_path):
+@contextlib.contextmanager
+def served_process(deploy_run, cwd: Path):
+    """`asr-serve` as a real process (greedy only) until its URL is logged: yields (process, URL, its stderr lines
+    so far and to come). On leaving, a process still running is killed and the stderr reader finishes."""
     script = Path(sys.executable).with_name("asr-serve")  # the console script pyproject.toml declares
     command = [str(script)] if script.is_file() else [sys.executable, "-m", "asr.serve.cli"]
     proc = subprocess.Popen([*command, f"checkpoint={deploy_run['run']}", "port=0",
-                             "device=cpu", "decoders=[greedy]"], cwd=tmp_path, stderr=subprocess.PIPE,
+                             "device=cpu", "decoders=[greedy]"], cwd=cwd, stderr=subprocess.PIPE,
                             stdout=subprocess.PIPE, text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
     lines: list[str] = []
     reader = threading.Thread(target=read_lines, args=(proc.stderr, lines), daemon=True)
@@ -43,6 +47,16 @@ def test_process_serves_then_stops_cleanly_on_sigterm(deploy_run, tmp_path):
             url = next((m.group(1) for m in map(URL.search, list(lines)) if m), None)
             time.sleep(0.05)
         assert url, "no URL logged:\n" + "".join(lines)
+        yield proc, url, lines
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        reader.join(5)
+
+
+def test_process_serves_then_stops_cleanly_on_sigterm(deploy_run, tmp_path):
+    with served_process(deploy_run, tmp_path) as (proc, url, lines):
         status, health, _ = request(f"{url}health")
         assert status == 200 and health["decoders"] == ["greedy"]
         utt, data = utterances(deploy_run)[1]
@@ -50,11 +64,6 @@ def test_process_serves_then_stops_cleanly_on_sigterm(deploy_run, tmp_path):
         assert status == 200 and result["text"] == utt.text
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=30) == 0
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    reader.join(5)
     log = "".join(lines)
     assert "stopped by SIGTERM after answering the requests in flight; clean shutdown" in log
     assert "Traceback" not in log and proc.stdout.read() == ""
@@ -66,47 +75,26 @@ def test_a_real_sigterm_answers_the_upload_in_flight(deploy_run, tmp_path):
     socket closes, the request is still read to its end and answered with its transcript, then exit 0 with the
     clean-shutdown line and no traceback (the thread-level test with should_exit cannot show this)."""
     from serve_client import multipart
-    script = Path(sys.executable).with_name("asr-serve")
-    command = [str(script)] if script.is_file() else [sys.executable, "-m", "asr.serve.cli"]
-    proc = subprocess.Popen([*command, f"checkpoint={deploy_run['run']}", "port=0", "device=cpu",
-                             "decoders=[greedy]"], cwd=tmp_path, stderr=subprocess.PIPE, stdout=subprocess.PIPE,
-                            text=True, env={**os.environ, "PYTHONUNBUFFERED": "1"})
-    lines: list[str] = []
-    reader = threading.Thread(target=read_lines, args=(proc.stderr, lines), daemon=True)
-    reader.start()
-    conn = None
-    try:
-        deadline = time.monotonic() + 90
-        url = None
-        while url is None and time.monotonic() < deadline and proc.poll() is None:
-            url = next((m.group(1) for m in map(URL.search, list(lines)) if m), None)
-            time.sleep(0.05)
-        assert url, "no URL logged:\n" + "".join(lines)
+    with served_process(deploy_run, tmp_path) as (proc, url, lines):
         utt, data = utterances(deploy_run)[2]
         body, ctype = multipart({}, {"audio": ("in-flight.flac", data)})
         host, port = url.removeprefix("http://").rstrip("/").split(":")
-        conn = socket.create_connection((host, int(port)), timeout=30)
-        conn.sendall(f"POST /transcribe HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ctype}\r\n"
-                     f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode() + body[: len(body) // 2])
-        time.sleep(0.5)  # the server has the request: its place is taken, its body half read
-        proc.send_signal(signal.SIGTERM)
-        time.sleep(1.0)  # the server is shutting down: no new connection, the one in flight kept
-        assert proc.poll() is None, "the server exited with a request in flight:\n" + "".join(lines)
-        conn.sendall(body[len(body) // 2:])  # the rest arrives after the signal
-        reply = b""
-        while chunk := conn.recv(65536):
-            reply += chunk
+        with socket.create_connection((host, int(port)), timeout=30) as conn:
+            conn.sendall(f"POST /transcribe HTTP/1.1\r\nHost: {host}\r\nContent-Type: {ctype}\r\n"
+                         f"Content-Length: {len(body)}\r\nConnection: close\r\n\r\n".encode()
+                         + body[: len(body) // 2])
+            time.sleep(0.5)  # the server has the request: its place is taken, its body half read
+            proc.send_signal(signal.SIGTERM)
+            time.sleep(1.0)  # the server is shutting down: no new connection, the one in flight kept
+            assert proc.poll() is None, "the server exited with a request in flight:\n" + "".join(lines)
+            conn.sendall(body[len(body) // 2:])  # the rest arrives after the signal
+            reply = b""
+            while chunk := conn.recv(65536):
+                reply += chunk
         head, _, payload = reply.partition(b"\r\n\r\n")
         assert head.split()[1] == b"200", reply[:500]
         assert json.loads(payload)["text"] == utt.text
         assert proc.wait(timeout=30) == 0
-    finally:
-        if conn is not None:
-            conn.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
-    reader.join(5)
     log = "".join(lines)
     assert "stopped by SIGTERM after answering the requests in flight; clean shutdown" in log
     assert "Traceback" not in log and "CancelledError" not in log
