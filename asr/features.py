@@ -50,11 +50,14 @@ class LogMel(nn.Module):
 
     @torch.no_grad()
     def forward(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return normalize_and_mask(self.log_mel(waves), self.output_lengths(lengths), self.cfg, self.mean, self.std)
+
+    def log_mel(self, waves: torch.Tensor) -> torch.Tensor:
+        """(B, S) -> (B, T_max, F) fp32 log-mel, not normalised, padding frames included."""
         # The STFT must run in fp32 even under autocast: fp16 power spectra overflow on loud audio.
         with torch.autocast(device_type=waves.device.type, enabled=False):
             spec = self.mel(waves.float())  # (B, F, T_max)
-        feats = torch.log(spec + self.cfg.log_floor).transpose(1, 2)  # (B, T, F)
-        return normalize_and_mask(feats, self.output_lengths(lengths), self.cfg, self.mean, self.std)
+        return torch.log(spec + self.cfg.log_floor).transpose(1, 2)
 
     def stats(self) -> dict[str, torch.Tensor]:
         """The training-set statistics as checkpoints carry them (identity unless features.normalize=corpus)."""
@@ -82,8 +85,7 @@ class LogMel(nn.Module):
         s1 = torch.zeros(self.cfg.n_mels, dtype=torch.float64)
         s2 = torch.zeros(self.cfg.n_mels, dtype=torch.float64)
         for waves, lengths in batches:
-            with torch.autocast(device_type=waves.device.type, enabled=False):
-                feats = torch.log(self.mel(waves.float()) + self.cfg.log_floor).transpose(1, 2).double()
+            feats = self.log_mel(waves).double()  # (B, T, F)
             frames = self.output_lengths(lengths).clamp(max=feats.shape[1])
             m = lengths_to_mask(frames.to(feats.device), feats.shape[1]).unsqueeze(-1)  # (B, T, 1)
             total += m.sum().cpu()
