@@ -146,12 +146,19 @@ class FeatureAugment(nn.Module):
         self.warp = FrequencyWarp(features, (cfg.vtlp[0], cfg.vtlp[1])) if cfg.vtlp else None
         self.masks = SpecAugment(cfg) if cfg.spec_augment else None
         self.masks_from_epoch = cfg.spec_augment_from_epoch
+        self.masks_from_progress = cfg.spec_augment_from_progress
         self.epoch = 0
+        self.progress = 0.0
 
     def set_epoch(self, epoch: int) -> None:
         """The training epoch about to run (the loop calls it, as for the sampler): masks start at
         `augment.spec_augment_from_epoch`."""
         self.epoch = int(epoch)
+
+    def set_progress(self, progress: float) -> None:
+        """The run's progress in [0, 1] before a step (the learning-rate schedule's, `asr.optim.progress`): masks
+        start once it reaches `augment.spec_augment_from_progress`, at the same point of a budget on any host."""
+        self.progress = float(progress)
 
     @staticmethod
     def wanted(cfg: AugmentConfig) -> bool:
@@ -162,7 +169,8 @@ class FeatureAugment(nn.Module):
                 generator: torch.Generator | None = None) -> torch.Tensor:
         if self.warp is not None:
             feats = self.warp(feats, lengths, generator)
-        if self.masks is not None and self.epoch >= self.masks_from_epoch:
+        if (self.masks is not None and self.epoch >= self.masks_from_epoch
+                and self.progress >= self.masks_from_progress):
             feats = self.masks(feats, lengths, generator)
         return feats
 

@@ -178,6 +178,7 @@ def build(cfg: TrainConfig, run_dir: Path) -> Components:
     packed = [min(d * stretch, cfg.data.max_batch_seconds) for d in durations]
     sampler = DurationBucketSampler(packed, cfg.data.max_batch_seconds, num_buckets=cfg.data.num_buckets,
                                     shuffle=True, seed=tr.seed, sortagrad=cfg.data.sortagrad,
+                                    ascending=cfg.data.order == "ascending",
                                     rank=info.rank, world_size=info.world_size)
     dataset = AudioDataset(utts, tokenizer, sample_rate=cfg.features.sample_rate,
                            speed_perturb=cfg.augment.speed_perturb, noise_snr_db=cfg.augment.noise_snr_db,

@@ -61,9 +61,11 @@ def train_one_epoch(run: Components, state: TrainState, runlog: Optional[RunLog]
             state.batches_in_epoch += 1
             continue
         budget.tick(state)
-        set_lr(run.optimizer, lr_at(cfg.optim, state.step, progress(
-            cfg.optim, state.step, cfg.optim.total_steps or run.estimated_total_steps, state.elapsed_s,
-            budget.seconds)))
+        done = progress(cfg.optim, state.step, cfg.optim.total_steps or run.estimated_total_steps, state.elapsed_s,
+                        budget.seconds)
+        set_lr(run.optimizer, lr_at(cfg.optim, state.step, done))
+        if run.feature_augment is not None:
+            run.feature_augment.set_progress(done)
         data_wait = time.perf_counter() - waited_since  # the loader's time to deliver this batch
         result = train_step(run, batch, state)
         state.batches_in_epoch += 1

@@ -176,3 +176,22 @@ def test_spec_augment_masks_start_at_the_configured_epoch():
     assert torch.equal(got, always(feats, lengths, torch.Generator().manual_seed(7)))
     with pytest.raises(ConfigError, match="augment.spec_augment_from_epoch"):
         AugmentConfig(spec_augment_from_epoch=-1)
+
+
+def test_spec_augment_masks_start_at_the_configured_progress():
+    """augment.spec_augment_from_progress=0.4: below 40 % of the run (set by the loop before each step) features
+    pass through; from there on they are masked exactly as without the delay, with the same generator."""
+    torch.manual_seed(0)
+    feats, lengths = torch.randn(2, 60, 80) + 5.0, torch.tensor([60, 41])
+    delayed = FeatureAugment(AugmentConfig(spec_augment_from_progress=0.4), FeatureConfig()).train()
+    always = FeatureAugment(AugmentConfig(), FeatureConfig()).train()
+    for p in (0.0, 0.39):
+        delayed.set_progress(p)
+        assert torch.equal(delayed(feats, lengths, torch.Generator().manual_seed(3)), feats)
+    delayed.set_progress(0.4)
+    got = delayed(feats, lengths, torch.Generator().manual_seed(3))
+    assert (got == 0).any()
+    assert torch.equal(got, always(feats, lengths, torch.Generator().manual_seed(3)))
+    for bad in (-0.1, 1.0):
+        with pytest.raises(ConfigError, match="augment.spec_augment_from_progress"):
+            AugmentConfig(spec_augment_from_progress=bad)

@@ -24,6 +24,11 @@ class FrontEnd(Choice):
     vgg = "vgg"  # per entry a block of two 3 x 3 convs, LayerNorm, LeakyReLU, then max-pool (SpeechBrain's CRDNN)
 
 
+class Order(Choice):
+    shuffled = "shuffled"  # duration buckets shuffled inside, batches shuffled across buckets, anew each epoch
+    ascending = "ascending"  # every epoch in ascending duration order, the same batches (SpeechBrain's CRDNN recipes)
+
+
 class Schedule(Choice):
     onecycle = "onecycle"  # linear warm-up, cosine decay to optim.final_lr_frac
     noam = "noam"  # linear warm-up, inverse square root
@@ -72,6 +77,8 @@ class AugmentConfig:
     time_masks: int = 2  # number of time masks per utterance
     time_mask_max_frac: float = 0.05  # max width of each time mask as a fraction of the utterance's frames
     spec_augment_from_epoch: int = 0  # SpecAugment masks only from this epoch (0-based) on: a short run learns first
+    spec_augment_from_progress: float = 0.0  # masks only once the run's progress (the LR schedule's: steps or the
+    # wall-clock budget spent, whichever is further) reaches this fraction: the same recipe on a slow and a fast host
     speed_perturb: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # speed factors to draw from; [] = off
     speed_per_batch: bool = True  # one factor per batch (padding stays as the sampler packed it); false: per utterance
     noise_snr_db: Optional[float] = None  # add white noise at this SNR (dB) to training audio; null = off
@@ -81,6 +88,8 @@ class AugmentConfig:
         check(self.freq_masks >= 0 and self.time_masks >= 0, "augment.freq_masks/time_masks", "must be >= 0")
         check(0 <= self.time_mask_max_frac < 0.5, "augment.time_mask_max_frac", "must be in [0, 0.5)")
         check(self.spec_augment_from_epoch >= 0, "augment.spec_augment_from_epoch", "must be >= 0 (0: from the start)")
+        check(0.0 <= self.spec_augment_from_progress < 1.0, "augment.spec_augment_from_progress",
+              "must be in [0, 1) (0: from the start)")
         check(all(0.5 <= f <= 2.0 for f in self.speed_perturb), "augment.speed_perturb", "factors must be in [0.5, 2]")
         check(not self.vtlp or (len(self.vtlp) == 2 and 0.7 <= self.vtlp[0] <= self.vtlp[1] <= 1.3), "augment.vtlp",
               "must be [] (off) or [min, max] with 0.7 <= min <= max <= 1.3, e.g. [0.9, 1.1]")
@@ -98,6 +107,7 @@ class DataConfig:
     min_duration: float = 0.3  # drop shorter training utterances (seconds)
     max_duration: float = 20.0  # drop longer training utterances (seconds)
     sortagrad: bool = True  # first epoch in ascending duration order (DeepSpeech2)
+    order: Order = Order.shuffled  # batch order of the other epochs: shuffled or ascending (the same every epoch)
     num_workers: int = 1  # DataLoader worker processes
     max_bad_fraction: float = 0.01  # abort if more than this fraction of utterances cannot be read
     dev_max_utterances: Optional[int] = None  # cap each dev set (deterministic first N) for quick validation

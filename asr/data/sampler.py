@@ -9,7 +9,7 @@ Order of one epoch (deterministic given ``seed`` and the epoch number, identical
 1. shuffle the utterances inside each bucket, 2. cut each bucket greedily into batches within the budget,
 3. shuffle the order of all batches across buckets. With ``sortagrad`` the first epoch (epoch 0) instead runs
 in ascending duration order without shuffling (DeepSpeech2's SortaGrad); with ``shuffle=False`` (evaluation)
-every epoch does.
+or ``ascending=True`` (SpeechBrain's CRDNN recipes train so) every epoch does.
 
 DDP: the global batch order is dealt round-robin, batch ``j`` to rank ``j % world_size``. Every rank must run the
 same number of steps, so the last ``len(global) % world_size`` batches of the global order are **dropped** (not
@@ -85,7 +85,8 @@ class DurationBucketSampler:
     """
 
     def __init__(self, durations: Sequence[float], max_seconds: float, num_buckets: int = 10, shuffle: bool = True,
-                 seed: int = 0, sortagrad: bool = False, rank: int = 0, world_size: int = 1):
+                 seed: int = 0, sortagrad: bool = False, rank: int = 0, world_size: int = 1,
+                 ascending: bool = False):
         if max_seconds <= 0:
             raise SamplerError(f"max_seconds must be > 0, got {max_seconds}")
         if num_buckets < 1:
@@ -102,6 +103,7 @@ class DurationBucketSampler:
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
         self.sortagrad = bool(sortagrad)
+        self.ascending = bool(ascending)
         self.rank = int(rank)
         self.world_size = int(world_size)
         self.epoch = 0
@@ -128,7 +130,7 @@ class DurationBucketSampler:
         """All batches of `epoch` in global order (before dealing to ranks)."""
         if epoch < 0:
             raise SamplerError(f"epoch must be >= 0, got {epoch}")
-        if not self.shuffle or (self.sortagrad and epoch == 0):
+        if not self.shuffle or self.ascending or (self.sortagrad and epoch == 0):
             order = sorted(range(len(self.durations)), key=lambda i: (self.durations[i], i))
             return _greedy(order, self.durations, self.max_seconds)
         # (seed, epoch) as entropy rather than seed + epoch, so seed 1/epoch 0 and seed 0/epoch 1 differ.
@@ -212,7 +214,8 @@ class DurationBucketSampler:
     def _signature(self) -> dict:
         """What a mid-epoch position depends on besides seed and epoch."""
         return {"world_size": self.world_size, "max_seconds": self.max_seconds, "num_buckets": self.num_buckets,
-                "shuffle": self.shuffle, "sortagrad": self.sortagrad, "num_utterances": len(self.durations),
+                "shuffle": self.shuffle, "sortagrad": self.sortagrad, "ascending": self.ascending,
+                "num_utterances": len(self.durations),
                 "fingerprint": self._fingerprint}
 
     def load_state_dict(self, sd: dict) -> None:

@@ -171,6 +171,22 @@ def test_sortagrad_first_epoch_ascending_then_shuffled():
     assert list(ev) == e0
 
 
+def test_ascending_order_every_epoch_and_resume_refuses_a_change_of_order():
+    """data.order=ascending: every epoch is the evaluation order (ascending, unshuffled), whatever the seed; a
+    mid-epoch position saved under one order is not resumed under the other."""
+    durs = _durations(200)
+    s = DurationBucketSampler(durs, 25.0, seed=5, ascending=True)
+    ev = DurationBucketSampler(durs, 25.0, shuffle=False)
+    for epoch in (0, 1, 4):
+        s.set_epoch(epoch)
+        ev.set_epoch(epoch)
+        assert list(s) == list(ev)
+    saved = s.state_at(4, 3)
+    shuffled = DurationBucketSampler(durs, 25.0, seed=5)
+    with pytest.raises(ValueError, match="ascending changed"):
+        shuffled.load_state_dict(saved)
+
+
 def test_bucketing_keeps_padding_low():
     durs = _durations(1000, seed=4)
     s = DurationBucketSampler(durs, 60.0, num_buckets=10, seed=0)
