@@ -25,6 +25,7 @@ from asr import hydra_cli, tb
 from asr.config import DATASETS, ConfigError, EvalConfig, to_object
 from asr.data.manifest import read_manifest
 from asr.decoding import parallel
+from asr.decoding import settings as decoding_settings
 from asr.inference import (
     CachedLogProbs,
     DecodeFn,
@@ -33,6 +34,7 @@ from asr.inference import (
     cache_log_probs,
     load_model,
     resolve_checkpoint,
+    resolve_decoding,
 )
 from asr.metrics import ErrorCounts, score, seen_unseen, word_error_stats
 from asr.report import format_error_stats, format_seen_unseen, format_table, format_tuning, format_worst
@@ -176,6 +178,8 @@ def _evaluate(cfg: EvalConfig) -> dict[str, Any]:
     log.info("checkpoint %s (step %d) on %s; sets: %s; decoders: %s", loaded.path, loaded.step, loaded.device,
              ", ".join(sets), ", ".join(cfg.decoders))
 
+    if not cfg.tune_lm and "beam_lm" in cfg.decoders:  # weights left open: those tuned for this LM, if recorded
+        cfg.beam = resolve_decoding(loaded, cfg.beam, cfg.decoders)
     # A broken LM fails now, in seconds, not after the whole acoustic pass: the beam_lm decoder is built first
     # (and used as it is unless tuning picks other weights).
     lm_decoder = build_decoder("beam_lm", loaded, cfg.beam) if "beam_lm" in cfg.decoders or cfg.tune_lm else None
@@ -189,6 +193,12 @@ def _evaluate(cfg: EvalConfig) -> dict[str, Any]:
         tuning = tune_lm(cfg, loaded, tune_name, caches[tune_name], out_dir)
         cfg.beam.lm_weight, cfg.beam.word_score = tuning["best"]["lm_weight"], tuning["best"]["word_score"]
         print(format_tuning(tuning))
+        best_wer = tuning["best"]["wer"]
+        tuned_on = f"{tune_name} (WER {100 * best_wer:.2f} %)" if best_wer is not None else tune_name
+        recorded = decoding_settings.record(loaded.path, cfg.beam, tuned_on)
+        tuning["recorded"] = str(recorded)
+        print(f"recorded the LM and these weights in {recorded}: asr-transcribe, asr-serve and asr-export use them "
+              f"for beam_lm unless beam.* is given")
         lm_decoder = None  # built with the default weights; the tuned ones need their own
 
     decoders = {d: lm_decoder if d == "beam_lm" and lm_decoder is not None else build_decoder(d, loaded, cfg.beam)

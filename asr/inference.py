@@ -12,7 +12,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Optional
+from typing import Optional
 
 import torch
 from tqdm import tqdm
@@ -24,6 +24,7 @@ from asr.config import (
     Backend,
     BeamConfig,
     ConfigError,
+    Decoder,
     FeatureConfig,
     InferenceConfig,
     TrainConfig,
@@ -34,6 +35,8 @@ from asr.data.sampler import DurationBucketSampler
 from asr.decoding.arpa import check_lm_files
 from asr.decoding.greedy import greedy_decode
 from asr.decoding.parallel import ParallelBeamDecoder, resolve_workers
+from asr.decoding import settings
+from asr.decoding.settings import DEFAULT_LM_WEIGHT, DEFAULT_WORD_SCORE
 from asr.device import pick_device
 from asr.errors import message_line
 from asr.features import LogMel
@@ -41,14 +44,11 @@ from asr.forward import forward
 from asr.lengths import pad_waves
 from asr.model import AcousticModel
 from asr.text import CharTokenizer
-
-if TYPE_CHECKING:
-    from asr.export.runtime import ExportedModel
+from asr.transcription import DecodeFn, Engine
 
 log = logging.getLogger(__name__)
 
 
-DecodeFn = Callable[[torch.Tensor, torch.Tensor], list[str]]  # (log_probs (B,T',C), lengths (B,)) -> B texts
 
 
 @dataclass
@@ -145,7 +145,7 @@ def load_model(path_or_run_dir: str | Path, device: str | torch.device = "cpu", 
                        averaged=averaged)
 
 
-def load_engine(cfg: InferenceConfig) -> "LoadedModel | ExportedModel":
+def load_engine(cfg: InferenceConfig) -> Engine:
     """What `cfg` asks to run: the checkpoint (backend=pytorch) or an exported model (onnx / torchscript: cfg.exported,
     else the checkpoint run's export/model.onnx or .pt). Both offer log_probs, tokenizer, sample_rate,
     frame_seconds, samples_per_frame and output_frames."""
@@ -163,7 +163,35 @@ def load_engine(cfg: InferenceConfig) -> "LoadedModel | ExportedModel":
     return load_exported(path)
 
 
-def build_decoder(name: str, loaded: LoadedModel, beam: BeamConfig, lm_weight: Optional[float] = None,
+def recorded_decoding(engine: Engine) -> Optional[settings.Recorded]:
+    """The decoding settings that travel with `engine`: decoding.json beside a checkpoint, or an export's sidecar
+    "decoding" entry (LM paths relative to its folder); None when none were recorded."""
+    if isinstance(engine, LoadedModel):
+        return settings.for_checkpoint(engine.path)
+    entry = getattr(engine, "meta", {}).get("decoding")
+    if not entry:
+        return None
+    from asr.export.runtime import sidecar_path
+
+    return settings.Recorded.from_dict(entry, str(sidecar_path(engine.path)), engine.path.parent)
+
+
+def resolve_decoding(engine: Engine, beam: BeamConfig, decoders: list) -> BeamConfig:
+    """`beam` completed from what travels with `engine` (asr.decoding.settings.resolve), logged in one line; a
+    beam_lm decoder without any LM is refused here, naming both ways to give one."""
+    resolved, how = settings.resolve(beam, recorded_decoding(engine))
+    settings.require_lm(resolved, decoders)
+    if any(str(d) == "beam_lm" for d in decoders):
+        log.info("beam_lm decoding: %s", how)
+    return resolved
+
+
+def default_decoders(beam: BeamConfig) -> list[Decoder]:
+    """greedy and beam, and beam_lm when (resolved) `beam` has an LM."""
+    return [Decoder.greedy, Decoder.beam] + ([Decoder.beam_lm] if beam.lm_path else [])
+
+
+def build_decoder(name: str, loaded: Engine, beam: BeamConfig, lm_weight: Optional[float] = None,
                   word_score: Optional[float] = None) -> DecodeFn:
     """One of DECODERS as a function of CPU log-probs; lm_weight/word_score override `beam`'s (LM tuning)."""
     tok = loaded.tokenizer
@@ -176,8 +204,9 @@ def build_decoder(name: str, loaded: LoadedModel, beam: BeamConfig, lm_weight: O
     with_lm = name == "beam_lm"
     kwargs = dict(beam_size=beam.beam_size, beam_size_token=beam.beam_size_token, beam_threshold=beam.beam_threshold,
                   lm_path=beam.lm_path if with_lm else None, lexicon_path=beam.lexicon_path if with_lm else None,
-                  lm_weight=beam.lm_weight if lm_weight is None else lm_weight,
-                  word_score=beam.word_score if word_score is None else word_score, key_prefix="beam")
+                  lm_weight=next(w for w in (lm_weight, beam.lm_weight, DEFAULT_LM_WEIGHT) if w is not None),
+                  word_score=next(w for w in (word_score, beam.word_score, DEFAULT_WORD_SCORE) if w is not None),
+                  key_prefix="beam")
     workers = resolve_workers(beam.workers)
     if workers > 1:
         check_lm_files(kwargs["lm_path"], kwargs["lexicon_path"], "beam")  # here, not in a worker's traceback

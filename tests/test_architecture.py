@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).resolve().parents[1] / "asr"
 TRAINING = {"asr.train", "asr.step", "asr.validation", "asr.resume", "asr.runlog", "asr.signals", "asr.state",
             "asr.components", "asr.rundir", "asr.optim", "asr.augment", "asr.distributed"}
 # asr.tb (TensorBoard tags and images) is shared: asr-eval writes its WER beside the training curves.
-INFERENCE = ["asr.inference", "asr.evaluate", "asr.transcribe", "asr.report", "asr.serve.app", "asr.serve.cli",
+INFERENCE = ["asr.inference", "asr.transcription", "asr.api", "asr.evaluate", "asr.transcribe", "asr.report", "asr.serve.app", "asr.serve.cli",
              "asr.export.cli", "asr.export.runtime", "asr.export.streaming"]
 
 

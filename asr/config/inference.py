@@ -35,12 +35,15 @@ class BeamConfig:
     beam_threshold: float = 50.0  # drop hypotheses scoring this much below the best (log units)
     lm_path: Optional[str] = None  # word n-gram LM (ARPA or KenLM binary) for the beam_lm decoder; null = none
     lexicon_path: Optional[str] = None  # beam_lm's "WORD<tab>W O R D |" lexicon; null = the LM's unigrams
-    lm_weight: float = 0.5  # weight of the LM's log10 probabilities (beam_lm)
-    word_score: float = 0.0  # score added per word (beam_lm); raise it when words go missing
+    # beam_lm's weights; null = the ones `asr-eval tune_lm=true` recorded with the model for this LM, else 0.5 / 0
+    lm_weight: Optional[float] = None  # weight of the LM's log10 probabilities
+    word_score: Optional[float] = None  # score added per word; raise it when words go missing
     workers: int = 1  # processes for beam / beam_lm decoding (each loads its own LM); 0 = every core
 
-    def validate(self, prefix: str, decoders: list[str]) -> None:
-        """Cross-field rules; `prefix` is where this group sits in the caller's config (e.g. "beam")."""
+    def validate(self, prefix: str, decoders: list[str], lm_may_come_with_model: bool = False) -> None:
+        """Cross-field rules; `prefix` is where this group sits in the caller's config (e.g. "beam").
+        lm_may_come_with_model: beam_lm without lm_path is checked after the model's recorded settings are read
+        (asr.decoding.settings.require_lm)."""
         from asr.decoding.arpa import check_lm_files  # the one existence check of LM files (also the decoder's)
 
         check(self.beam_size >= 1, f"{prefix}.beam_size", f"must be >= 1, got {self.beam_size}")
@@ -48,7 +51,7 @@ class BeamConfig:
         check(self.beam_size_token is None or self.beam_size_token >= 1, f"{prefix}.beam_size_token",
               f"must be >= 1 or null, got {self.beam_size_token}")
         check(self.beam_threshold > 0, f"{prefix}.beam_threshold", f"must be > 0, got {self.beam_threshold}")
-        if Decoder.beam_lm in decoders:
+        if Decoder.beam_lm in decoders and not lm_may_come_with_model:
             check(bool(self.lm_path), f"{prefix}.lm_path", f"the beam_lm decoder needs a language model; set "
                   f"{prefix}.lm_path=PATH (build one with `asr-data lm`) or drop beam_lm")
         check_lm_files(self.lm_path if Decoder.beam_lm in decoders else None, self.lexicon_path or None, prefix)
@@ -137,16 +140,20 @@ class EvalConfig(InferenceConfig):
 
 @dataclass
 class TranscribeConfig(InferenceConfig):
-    audio: list[str] = field(default_factory=list)  # files to transcribe: audio=[a.flac,b.wav]
-    decoder: Decoder = Decoder.greedy  # greedy, beam or beam_lm (needs beam.lm_path)
+    # Files, folders (searched recursively), globs, .jsonl manifests, or "-" (a list on stdin): audio=[a.flac,talks/]
+    audio: list[str] = field(default_factory=list)
+    decoder: Decoder = Decoder.greedy  # greedy, beam or beam_lm (the LM recorded with the model, or beam.lm_path)
+    batch_seconds: float = 120.0  # padded audio seconds the model runs at once (files are batched by duration)
     chunk_seconds: float = 30.0  # window the model runs on at a time (long files); bounds its memory
     context_seconds: float = 2.0  # extra audio on each side of a window, run but not kept
-    output: Optional[str] = None  # JSONL file to write; null = stdout
+    output: Optional[str] = None  # file to write; null = stdout (JSONL)
+    output_format: Optional[str] = None  # jsonl, csv, srt, vtt or ctm; null = by output's suffix (else jsonl)
 
     def __post_init__(self) -> None:
         super().__post_init__()
         self.decoder = Decoder.parse(self.decoder, "decoder")
-        check(bool(self.audio), "audio", "no files given; pass audio=[file1.flac,file2.wav]")
-        self.beam.validate("beam", [self.decoder])
+        check(bool(self.audio), "audio", "no files given; pass audio=[file1.flac,file2.wav], a folder, or - (stdin)")
+        self.beam.validate("beam", [self.decoder], lm_may_come_with_model=True)
+        check(self.batch_seconds > 0, "batch_seconds", f"must be > 0, got {self.batch_seconds}")
         check(self.chunk_seconds > 0, "chunk_seconds", f"must be > 0, got {self.chunk_seconds}")
         check(self.context_seconds >= 0, "context_seconds", f"must be >= 0, got {self.context_seconds}")

@@ -16,7 +16,8 @@ class ServeConfig(InferenceConfig):
     host: str = "127.0.0.1"  # loopback: only this machine; 0.0.0.0 serves the network (there is no authentication)
     port: int = 8000  # TCP port; 0 = any free port (the URL is logged at start)
     decoder: Decoder = Decoder.greedy  # used when a request names none; must be one of `decoders`
-    decoders: Optional[list[Decoder]] = None  # what a request may choose; null = greedy, beam (+ beam_lm with an LM)
+    decoders: Optional[list[Decoder]] = None  # what a request may choose; null = greedy, beam (+ beam_lm with an LM,
+    # from beam.lm_path or recorded with the model)
     max_upload_mb: float = 20.0  # largest request body (the audio file and its form fields), MiB; larger -> 413
     max_audio_seconds: float = 120.0  # longest audio accepted, seconds; longer -> 413
     workers: int = 2  # requests the model and decoder work on at a time (threads); the others wait their turn
@@ -36,14 +37,13 @@ class ServeConfig(InferenceConfig):
         check(bool(self.host), "host", "must not be empty; 127.0.0.1 serves this machine only, 0.0.0.0 every network")
         check(0 <= self.port <= 65535, "port", f"must be in 0..65535 (0 = any free port), got {self.port}")
         self.decoder = Decoder.parse(self.decoder, "decoder")
-        if self.decoders is None:
-            self.decoders = [Decoder.greedy, Decoder.beam] + ([Decoder.beam_lm] if self.beam.lm_path else [])
-        self.decoders = [Decoder.parse(d, "decoders") for d in self.decoders]
-        check(bool(self.decoders) and len(set(self.decoders)) == len(self.decoders), "decoders",
-              f"{[str(d) for d in self.decoders]} must be distinct names from {Decoder.names()}")
-        check(self.decoder in self.decoders, "decoder",
-              f"{self.decoder} is not among decoders {[str(d) for d in self.decoders]}; add it or choose one of them")
-        self.beam.validate("beam", self.decoders)
+        if self.decoders is not None:  # null: decided once the model is loaded (its recorded LM adds beam_lm)
+            self.decoders = [Decoder.parse(d, "decoders") for d in self.decoders]
+            check(bool(self.decoders) and len(set(self.decoders)) == len(self.decoders), "decoders",
+                  f"{[str(d) for d in self.decoders]} must be distinct names from {Decoder.names()}")
+            check(self.decoder in self.decoders, "decoder", f"{self.decoder} is not among decoders "
+                  f"{[str(d) for d in self.decoders]}; add it or choose one of them")
+        self.beam.validate("beam", self.decoders or [self.decoder], lm_may_come_with_model=True)
         check(self.max_upload_mb > 0, "max_upload_mb", f"must be > 0, got {self.max_upload_mb}")
         check(self.max_audio_seconds > 0, "max_audio_seconds", f"must be > 0, got {self.max_audio_seconds}")
         check(self.workers >= 1, "workers", f"must be >= 1, got {self.workers}")

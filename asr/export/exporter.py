@@ -20,11 +20,12 @@ from typing import Any, Iterator, Sequence
 
 import torch
 
+from asr.decoding import settings as decoding_settings
 from asr.decoding.greedy import greedy_decode
 from asr.export.graph import INPUTS, OUTPUTS, Deployable, sidecar
 from asr.export.runtime import CONTRACT_KEY, ExportedModel, ExportError, contract_digest, sidecar_path
 from asr.fileio import atomic_write, current_umask
-from asr.inference import LoadedModel
+from asr.inference import LoadedModel, recorded_decoding
 from asr.lengths import pad_waves
 
 log = logging.getLogger(__name__)
@@ -139,7 +140,12 @@ def export(loaded: LoadedModel, fmt: str, out: str | Path, check_waves: Sequence
                               f"{parity['max_abs_diff']:.2e}, tolerance {tolerance:.0e}, greedy identical: "
                               f"{parity['greedy_identical']}); nothing was written")
         meta["parity"] = parity
+        # The LM and weights `asr-eval tune_lm=true` recorded travel with the export (files copied beside it).
+        meta["decoding"] = decoding_settings.for_export(recorded_decoding(loaded), out.parent)
         publish(tmp, out, meta)
     log.info("wrote %s and %s: %d utterances checked, max |log-prob diff| %.2e, greedy identical",
              out, sidecar_path(out).name, parity["utterances"], parity["max_abs_diff"])
+    if meta["decoding"]:
+        log.info("with the recorded beam_lm settings: LM %s, lm_weight=%g, word_score=%g", meta["decoding"]["lm_path"],
+                 meta["decoding"]["lm_weight"], meta["decoding"]["word_score"])
     return meta

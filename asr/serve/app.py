@@ -36,7 +36,8 @@ from starlette.staticfiles import StaticFiles
 
 from asr.audio import AudioLoadError, AudioTooLongError
 from asr.config.serve import ServeConfig
-from asr.serve.engine import Engine, Transcriber
+from asr.serve.engine import Transcriber
+from asr.transcription import Engine
 from asr.serve.upload import RequestError, read_upload
 
 log = logging.getLogger("asr.serve")

@@ -1,8 +1,8 @@
 """What the server runs, and how one upload becomes one result.
 
-`Engine` is the small protocol the server needs of a model: a checkpoint's `LoadedModel` and an exported model
-(`asr.export.runtime.ExportedModel`) both offer it, so `asr-serve` never reaches into either. `Transcriber` holds
-one engine and the decoders a request may choose, and is called from several threads at once:
+`Transcriber` holds one `asr.transcription.Engine` (a checkpoint's `LoadedModel` or an exported model) and the
+decoders a request may choose, runs the pipeline of `asr.transcription` on one upload, and is called from several
+threads at once:
 
 * the acoustic model is read-only at inference (PyTorch modules in eval mode, onnxruntime sessions and TorchScript
   modules may run concurrently), so requests run it in parallel;
@@ -21,43 +21,19 @@ import logging
 import threading
 import time
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 import torch
 
 from asr.audio import read_audio_bytes
+from asr.config import ConfigError
 from asr.config.serve import ServeConfig
 from asr.decoding import parallel
-from asr.inference import DecodeFn, build_decoder
+from asr.inference import build_decoder, default_decoders, resolve_decoding
 from asr.serve.posteriorgram import data_url, posteriorgram_png
-from asr.text import CharTokenizer
-from asr.transcribe import chunked_log_probs, word_timings
+from asr.transcription import DecodeFn, Engine, chunked_log_probs, transcribe_log_probs
 
 log = logging.getLogger("asr.serve")
-
-
-class Engine(Protocol):
-    """A model the server can run (LoadedModel or ExportedModel)."""
-
-    tokenizer: CharTokenizer
-
-    @property
-    def sample_rate(self) -> int: ...
-
-    @property
-    def frame_seconds(self) -> float: ...
-
-    @property
-    def samples_per_frame(self) -> int: ...
-
-    def log_probs(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(waves (B, S), lengths (B,)) -> (log_probs (B, T', C), out_lengths (B,))."""
-
-    def output_frames(self, num_samples: int) -> int:
-        """T' for a file of num_samples samples."""
-
-    def describe(self) -> str:
-        """One line naming the model and where it came from."""
 
 
 @dataclass
@@ -74,8 +50,14 @@ class Transcriber:
         self.engine = engine
         self.cfg = cfg
         self.decoders: dict[str, _Decoder] = {}
+        if cfg.decoders is None:  # the defaults, with beam_lm when an LM travels with the model
+            cfg.decoders = default_decoders(resolve_decoding(engine, cfg.beam, []))
+            if cfg.decoder not in cfg.decoders:
+                raise ConfigError(f"decoder: {cfg.decoder} is not among decoders {[str(d) for d in cfg.decoders]}; "
+                                  f"set beam.lm_path=PATH or choose greedy or beam")
+        beam = resolve_decoding(engine, cfg.beam, cfg.decoders)
         for name in cfg.decoders:
-            fn = build_decoder(str(name), engine, cfg.beam)
+            fn = build_decoder(str(name), engine, beam)
             stateless = str(name) == "greedy" or isinstance(fn, parallel.ParallelBeamDecoder)
             self.decoders[str(name)] = _Decoder(fn, contextlib.nullcontext() if stateless else threading.Lock())
         self._warm_up()
@@ -105,10 +87,9 @@ class Transcriber:
         log_probs = chunked_log_probs(engine, wave, cfg.chunk_seconds, cfg.context_seconds)  # (T', C) CPU
         dec = self.decoders[decoder]
         with dec.lock:
-            text = dec.decode(log_probs[None], torch.tensor([log_probs.shape[0]]))[0]
-        words = word_timings(log_probs, text, engine.tokenizer, engine.frame_seconds, duration)
-        result: dict[str, Any] = {"filename": filename, "text": text, "words": words, "decoder": decoder,
-                                  "duration": round(duration, 3), "frame_seconds": engine.frame_seconds}
+            transcript = transcribe_log_probs(engine, dec.decode, decoder, log_probs, duration, filename)
+        result: dict[str, Any] = {"filename": filename, **transcript.to_dict(), "frame_seconds": engine.frame_seconds}
+        del result["audio"]
         if posteriorgram:
             result["posteriorgram"] = data_url(posteriorgram_png(log_probs, engine.tokenizer, engine.frame_seconds))
         result["processing_seconds"] = round(time.perf_counter() - t0, 4)

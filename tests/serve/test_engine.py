@@ -33,6 +33,14 @@ def test_transcriber_result_and_errors(deploy_run):
         transcriber.transcribe(utterances(deploy_run)[0][1], "x.flac", "greedy")
 
 
+def test_beam_lm_without_an_lm_anywhere_is_refused_at_start(deploy_run):
+    from asr.config import ConfigError
+    for decoders, decoder in ((["greedy", "beam_lm"], "greedy"), (None, "beam_lm")):
+        cfg = serve_config(deploy_run["run"], decoders=decoders, decoder=decoder)
+        with pytest.raises(ConfigError, match=r"^(beam\.lm_path: .*none is recorded|decoder: beam_lm is not among)"):
+            Transcriber(load_engine(cfg), cfg)
+
+
 def test_an_exported_onnx_model_serves_the_same_transcripts(deploy_run, tmp_path):
     from asr.export.cli import main as export
 

@@ -135,11 +135,13 @@ def test_a_taken_port_is_one_line(deploy_run, tmp_path, monkeypatch, capsys, kee
     assert line.endswith("choose another port=N (0 = any free port)")
 
 
-def test_schema_defaults_serve_loopback_with_greedy_and_beam():
+def test_schema_defaults_serve_loopback_with_decoders_decided_by_the_model():
+    """decoders=null is decided once the model is read (greedy, beam, + beam_lm when an LM travels with it:
+    test_engine, test_api); beam_lm without an LM anywhere is refused then (test_engine)."""
     cfg = to_object({"checkpoint": "x.pt"}, ServeConfig)
-    assert (cfg.host, cfg.port, cfg.decoder, cfg.decoders) == ("127.0.0.1", 8000, "greedy", ["greedy", "beam"])
+    assert (cfg.host, cfg.port, cfg.decoder, cfg.decoders) == ("127.0.0.1", 8000, "greedy", None)
     assert cfg.max_upload_bytes == 20 * 2**20
     with pytest.raises(ConfigError, match=r"^workers: must be >= 1"):
         to_object({"checkpoint": "x.pt", "workers": 0}, ServeConfig)
-    with pytest.raises(ConfigError, match=r"^beam\.lm_path"):
-        to_object({"checkpoint": "x.pt", "decoders": ["greedy", "beam_lm"]}, ServeConfig)
+    with pytest.raises(ConfigError, match=r"^decoder: beam is not among decoders \['greedy'\]"):
+        to_object({"checkpoint": "x.pt", "decoders": ["greedy"], "decoder": "beam"}, ServeConfig)
