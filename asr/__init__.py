@@ -17,7 +17,7 @@ def __getattr__(name: str):
 
         return getattr(api, name)
     if name == "Transcript":
-        from asr.transcription import Transcript
+        from asr.inference.transcription import Transcript
 
         return Transcript
     raise AttributeError(f"module 'asr' has no attribute {name!r}")

@@ -7,7 +7,7 @@
     rec.transcribe(samples, sample_rate=8000).words      # a NumPy / torch waveform (resampled to the model's rate)
     asr.load("runs/demo", decoder="beam_lm")             # the LM and weights `asr-eval tune_lm=true` recorded
 
-It runs the pipeline `asr-transcribe` and `asr-serve` run (asr.transcription), with the same decoding settings
+It runs the pipeline `asr-transcribe` and `asr-serve` run (asr.inference.transcription), with the same decoding settings
 (asr.decoding.settings). A file that cannot be read raises `asr.audio.AudioLoadError` naming it.
 """
 from __future__ import annotations
@@ -22,9 +22,9 @@ import torchaudio.functional as AF
 from asr.audio import load_audio
 from asr.config import BeamConfig, Decoder, InferenceConfig
 from asr.errors import UserError
-from asr.export.runtime import sidecar_path
-from asr.inference import build_decoder, load_engine, resolve_decoding
-from asr.transcription import Engine, Transcript, transcribe_waves
+from asr.inference.exported import sidecar_path
+from asr.inference.loading import build_decoder, load_engine, resolve_decoding
+from asr.inference.transcription import Engine, Transcript, transcribe_waves
 
 Audio = Union[str, Path, np.ndarray, torch.Tensor]
 

@@ -1,6 +1,6 @@
 """CPU training-step throughput by batch size and model shape (the `step` sub-benchmark of scripts/bench.py,
 with a choice of batch sizes and model overrides): audio-seconds per second of the trainer's own step
-(asr.step.train_step) on generated batches.
+(asr.train.step.train_step) on generated batches.
 
     python scripts/bench_cpu_step.py --seconds 3 --batches 40 12 6 --variants '{}' '{"rnn_type": "gru"}'
 """

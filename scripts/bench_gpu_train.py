@@ -1,6 +1,6 @@
 """GPU training throughput of a model preset on generated batches: audio-seconds per second and peak memory.
 
-Runs the step `asr-train` takes (asr.step.train_step on the Trainee asr.components.build_trainee builds: log-mel on
+Runs the step `asr-train` takes (asr.train.step.train_step on the Trainee asr.train.components.build_trainee builds: log-mel on
 the GPU, SpecAugment, model under autocast, the objective with intermediate CTC in fp32, AdamW, gradient clipping,
 GradScaler for fp16) on random waveforms with random transcripts, for each precision, and prints one table. Generated batches keep the figure about the model and the step, not the disk.
 

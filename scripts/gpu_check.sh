@@ -16,8 +16,8 @@ python3 scripts/bench_gpu_train.py --model large --steps 60 --batch 32 --seconds
 python3 scripts/bench_gpu_train.py --model large --steps 50 --batch 32 --seconds 15 --precisions bf16 --out "$OUT/bench.jsonl"
 python3 scripts/bench_gpu_train.py --model small --steps 50 --batch 64 --seconds 15 --precisions fp32,fp16 --out "$OUT/bench.jsonl"
 m=data/synthetic_tiny/manifests
-python3 -m asr.train data=synthetic_tiny data.synth_preset=null "data.train_manifests=[$m/train.jsonl]" \
+python3 -m asr.train.loop data=synthetic_tiny data.synth_preset=null "data.train_manifests=[$m/train.jsonl]" \
   "data.dev_manifests={dev:$m/dev.jsonl}" trainer.device=cuda trainer.precision=fp16 trainer.max_steps=60 \
   trainer.progress=false run_dir="$OUT/run_fp16" 2>&1 | grep -vE "synthesizing|^\s*$" | tail -8
-python3 -m pytest -q -p no:cacheprovider tests/test_features.py tests/test_model.py tests/test_evaluate.py \
+python3 -m pytest -q -p no:cacheprovider tests/model/test_features.py tests/model/test_model.py tests/inference/test_evaluate.py \
   tests/decoding -k "cuda or gpu" 2>&1 | tail -4

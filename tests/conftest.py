@@ -134,7 +134,7 @@ def train_memorizer(tiny_corpus: dict, run_dir: Path, count: int = 3, steps: int
     """Train a tiny model until it has memorised the first `count` training utterances of the tiny corpus
     (300 steps, ~7 s on one core; deterministic) so deployment tests have real, non-empty transcripts to compare.
     Returns those utterances; their text is what the model says."""
-    from asr import train
+    from asr.train import loop as train
     from asr.config import (
         AugmentConfig,
         DataConfig,

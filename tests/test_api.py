@@ -25,7 +25,7 @@ def tuned(deploy_run, tmp_path_factory) -> dict:
     """deploy_run copied (so other tests never see the record), an LM of its texts, `asr-eval tune_lm=true` run
     on it, and its three utterances' audio in a folder as <id>.flac."""
     from asr.decoding.ngram import build_arpa
-    from asr.evaluate import main as evaluate
+    from asr.inference.evaluate import main as evaluate
 
     base = tmp_path_factory.mktemp("tuned")
     run = base / "run"
@@ -59,7 +59,7 @@ def test_tune_lm_records_the_lm_and_weights_beside_the_checkpoint(tuned):
 def test_transcribe_a_folder_to_subtitles_with_the_recorded_lm(tuned, caplog):
     """The issue's check in small: a whole folder, decoder=beam_lm and no LM on the command line; the subtitles'
     words are the hypotheses asr-eval's beam_lm scored, and the log says where the weights came from."""
-    from asr.transcribe import main as transcribe
+    from asr.inference.transcribe import main as transcribe
 
     caplog.set_level(logging.INFO, logger="asr")
     out = tuned["base"] / "test.srt"
@@ -114,7 +114,7 @@ def test_an_export_carries_the_recorded_lm_and_weights(tuned):
 
 
 def test_serve_offers_beam_lm_when_an_lm_travels_with_the_model(tuned):
-    from asr.inference import load_engine
+    from asr.inference.loading import load_engine
     from asr.serve.engine import Transcriber
 
     cfg = ServeConfig(checkpoint=str(tuned["run"]), device="cpu")

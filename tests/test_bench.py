@@ -65,9 +65,9 @@ def test_the_step_benchmark_trains_exactly_what_asr_train_trains(tmp_path, tiny_
     from conftest import compose_train, tiny_train_overrides
 
     from asr.config import TrainConfig, to_object
-    from asr.components import build
-    from asr.state import TrainState
-    from asr.step import train_step
+    from asr.train.components import build
+    from asr.train.state import TrainState
+    from asr.train.step import train_step
 
     overrides = tiny_train_overrides(tiny_corpus, tmp_path / "run")
     cfg = to_object(compose_train(overrides), TrainConfig)

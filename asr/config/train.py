@@ -37,7 +37,7 @@ class Schedule(Choice):
 class Precision(Choice):
     fp32 = "fp32"
     fp16 = "fp16"  # autocast + GradScaler, CUDA only
-    bf16 = "bf16"  # autocast; the CTC loss still sees fp32 log-probs (asr/forward.py)
+    bf16 = "bf16"  # autocast; the CTC loss still sees fp32 log-probs (asr/model/forward.py)
 
 
 @dataclass

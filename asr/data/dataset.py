@@ -22,7 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from asr.audio import AudioLoadError, load_audio
-from asr.augment import add_noise, speed_perturb
+from asr.model.augment import add_noise, speed_perturb
 from asr.data.manifest import Utterance
 from asr.errors import UserError
 from asr.lengths import pad_waves
@@ -174,7 +174,7 @@ def _identity(batch: Batch) -> Batch:
 
 def _default_signals(_worker_id: int) -> None:
     """In a DataLoader worker: SIGTERM/SIGUSR1 back to their defaults. Workers are forked from a trainer that
-    handles both to checkpoint (asr/signals.py); a worker that inherited that handler would ignore the
+    handles both to checkpoint (asr/train/signals.py); a worker that inherited that handler would ignore the
     SIGTERM its DataLoader sends to stop it. Preemption is the trainer's business, not the workers'."""
     for sig in (signal.SIGTERM, signal.SIGUSR1):
         signal.signal(sig, signal.SIG_DFL)

@@ -22,12 +22,12 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from asr.config import ConfigError, FeatureConfig
-from asr.ctc import required_frames
+from asr.model.ctc import required_frames
 from asr.data.manifest import Utterance, read_manifest
 from asr.data.probe import probe_files
 from asr.data.sampler import DurationBucketSampler, padding_ratio
-from asr.features import frame_lengths
-from asr.model import subsampled_lengths
+from asr.model.features import frame_lengths
+from asr.model.acoustic import subsampled_lengths
 from asr.text import CharTokenizer, normalize
 
 DURATION_TOLERANCE = 0.05  # seconds; more than a few frames of disagreement means the manifest is stale
@@ -104,7 +104,7 @@ def strides_for(subsampling: int) -> list[int]:
 
 def output_frames(duration_s: float, sample_rate: int, hop: int, time_strides: Sequence[int]) -> int:
     """T' the model emits for `duration_s` of audio, from the front-end's and the model's own length rules
-    (asr.features.frame_lengths, asr.model.subsampled_lengths): a change of kernel there changes it here."""
+    (asr.model.features.frame_lengths, asr.model.acoustic.subsampled_lengths): a change of kernel there changes it here."""
     samples = torch.tensor([int(round(duration_s * sample_rate))])
     return int(subsampled_lengths(frame_lengths(samples, hop), time_strides)[0])
 

@@ -64,7 +64,7 @@ def probe_files(paths: Sequence[str], jobs: int | None = None, progress: bool = 
     """`_probe` every path, in `jobs` threads (default: all cores) with a tqdm bar on stderr.
 
     Threads, not a process pool: decoding runs in libsndfile and numpy, which release the GIL, and a forked
-    pool would copy the caller's torch/OpenMP threads and signal handlers (see asr/train.py)."""
+    pool would copy the caller's torch/OpenMP threads and signal handlers (see asr/train/loop.py)."""
     if not jobs:
         jobs = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
     bar = dict(total=len(paths), desc="decoding", unit="file", disable=not progress)

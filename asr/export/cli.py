@@ -25,8 +25,8 @@ from asr.config import ConfigError, to_object
 from asr.config.export import ExportConfig
 from asr.data.manifest import read_manifest
 from asr.export.exporter import SUFFIXES, export
-from asr.export.runtime import default_export_path
-from asr.inference import LoadedModel, load_model
+from asr.inference.exported import default_export_path
+from asr.inference.loading import LoadedModel, load_model
 
 log = logging.getLogger("asr.export")
 CHECK_UTTERANCES = 4

@@ -1,6 +1,6 @@
 """The log-mel front-end in operators every exporter and runtime has: the STFT as a strided conv1d with a
 windowed DFT basis (ONNX has no complex tensors, and torchaudio's STFT returns complex ones), then the same mel
-matrix, log floor and normalisation as `asr.features.LogMel` (whose buffers it copies, so the two cannot drift).
+matrix, log floor and normalisation as `asr.model.features.LogMel` (whose buffers it copies, so the two cannot drift).
 
 Shapes: B batch, S samples, T frames (T = 1 + S // hop, centred frames), K = n_fft // 2 + 1 frequency bins,
 F mel bins.
@@ -12,7 +12,7 @@ import math
 import torch
 from torch import nn
 
-from asr.features import LogMel, frame_lengths, normalize_and_mask
+from asr.model.features import LogMel, frame_lengths, normalize_and_mask
 
 
 class ConvLogMel(nn.Module):

@@ -13,7 +13,7 @@ from torch import nn
 
 from asr.checkpoint import versions
 from asr.export.frontend import ConvLogMel
-from asr.inference import LoadedModel
+from asr.inference.loading import LoadedModel
 
 SIDECAR_VERSION = 1
 INPUTS = ("waves", "lengths")

@@ -20,10 +20,10 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from asr.export.runtime import ExportError, frames_for_samples, load_torchscript, onnx_session, sidecar_path
-from asr.features import frame_lengths
-from asr.inference import LoadedModel
-from asr.model import AcousticModel, intermediate_ctc
+from asr.inference.exported import ExportError, frames_for_samples, load_torchscript, onnx_session, sidecar_path
+from asr.model.features import frame_lengths
+from asr.inference.loading import LoadedModel
+from asr.model.acoustic import AcousticModel, intermediate_ctc
 
 NOT_ENDED = 1 << 40  # total frames while a stream is still open: nothing is past its end yet
 

@@ -1,6 +1,6 @@
 """`asr-serve`: an HTTP transcription service with a web page, one job per module.
 
-    engine.py         Transcriber: a model (asr.transcription.Engine) and its decoders; one upload's bytes
+    engine.py         Transcriber: a model (asr.inference.transcription.Engine) and its decoders; one upload's bytes
                       -> text, word timings, (posteriorgram); thread-safe
     upload.py         reading a multipart upload under a size cap; RequestError (status + one-line message)
     posteriorgram.py  the CTC posteriors (T', C) as a PNG data URL

@@ -79,7 +79,7 @@ def main(cfg: DictConfig | ServeConfig | dict) -> None:
     """Load the model, serve it until SIGTERM/SIGINT, return when every request in flight is answered."""
     import uvicorn
 
-    from asr.inference import load_engine, resolve_checkpoint
+    from asr.inference.loading import load_engine, resolve_checkpoint
     from asr.serve.app import build_app
 
     cfg = to_object(cfg, ServeConfig)

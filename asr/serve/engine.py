@@ -1,7 +1,7 @@
 """What the server runs, and how one upload becomes one result.
 
-`Transcriber` holds one `asr.transcription.Engine` (a checkpoint's `LoadedModel` or an exported model) and the
-decoders a request may choose, runs the pipeline of `asr.transcription` on one upload, and is called from several
+`Transcriber` holds one `asr.inference.transcription.Engine` (a checkpoint's `LoadedModel` or an exported model) and the
+decoders a request may choose, runs the pipeline of `asr.inference.transcription` on one upload, and is called from several
 threads at once:
 
 * the acoustic model is read-only at inference (PyTorch modules in eval mode, onnxruntime sessions and TorchScript
@@ -29,9 +29,9 @@ from asr.audio import read_audio_bytes
 from asr.config import ConfigError
 from asr.config.serve import ServeConfig
 from asr.decoding import parallel
-from asr.inference import build_decoder, default_decoders, resolve_decoding
+from asr.inference.loading import build_decoder, default_decoders, resolve_decoding
 from asr.serve.posteriorgram import data_url, posteriorgram_png
-from asr.transcription import DecodeFn, Engine, chunked_log_probs, transcribe_log_probs
+from asr.inference.transcription import DecodeFn, Engine, chunked_log_probs, transcribe_log_probs
 
 log = logging.getLogger("asr.serve")
 

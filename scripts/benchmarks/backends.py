@@ -16,8 +16,8 @@ from pathlib import Path
 import torch
 
 from asr.export.exporter import export
-from asr.export.runtime import load_exported
-from asr.inference import LoadedModel, load_model
+from asr.inference.exported import load_exported
+from asr.inference.loading import LoadedModel, load_model
 from asr.lengths import pad_waves
 from asr.text import CharTokenizer
 

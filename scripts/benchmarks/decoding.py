@@ -89,7 +89,7 @@ def simulated(n: int, tmp: Path, seed: int = 0) -> Emissions:
 
 def from_checkpoint(checkpoint: str, manifests: list[str], lm_text: Path) -> Emissions:
     from asr.data.manifest import read_manifest
-    from asr.inference import cache_log_probs, load_model
+    from asr.inference.loading import cache_log_probs, load_model
 
     loaded = load_model(checkpoint, "cpu")
     utts = [u for m in manifests for u in read_manifest(m)]

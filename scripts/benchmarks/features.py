@@ -1,4 +1,4 @@
-"""Features: our batched log-mel (asr.features.LogMel, padded batches, torch) against librosa's
+"""Features: our batched log-mel (asr.model.features.LogMel, padded batches, torch) against librosa's
 `feature.melspectrogram` + log, one utterance at a time, with the same parameters (Slaney mel scale and norm,
 zero centre padding, 25 ms Hann window, 10 ms hop, 512-point FFT, 80 bins, the same log floor).
 
@@ -14,7 +14,7 @@ import numpy as np
 import torch
 
 from asr.config import FeatureConfig
-from asr.features import LogMel
+from asr.model.features import LogMel
 
 from .common import SAMPLE_RATE, Row, demo_durations, speechlike
 

@@ -19,9 +19,9 @@ from asr.config import FeatureConfig
 from asr.data.dataset import AudioDataset, make_loader
 from asr.data.manifest import Utterance
 from asr.data.sampler import DurationBucketSampler
-from asr.features import LogMel
-from asr.state import TrainState
-from asr.step import train_step
+from asr.model.features import LogMel
+from asr.train.state import TrainState
+from asr.train.step import train_step
 from asr.text import CharTokenizer
 
 from .common import SAMPLE_RATE, Row, demo_durations, speechlike

@@ -125,7 +125,7 @@ def tb_medians(run_dir: Path, tags: list[str]) -> dict[str, Optional[float]]:
 
 def train(manifest: Path, spec: PipelineSpec, run_dir: Path) -> dict:
     from asr import tb
-    from asr.train import main as train_main
+    from asr.train.loop import main as train_main
 
     cfg = {
         "data": {"name": "pipeline", "synth_preset": None, "train_manifests": [str(manifest)], "dev_manifests": {},

@@ -1,5 +1,5 @@
-"""Training step: audio-seconds per second of the step `asr-train` takes (asr.step.train_step on a Trainee built
-by asr.components.build_trainee: log-mel, SpecAugment as the demo recipe sets it, the model, the objective with
+"""Training step: audio-seconds per second of the step `asr-train` takes (asr.train.step.train_step on a Trainee built
+by asr.train.components.build_trainee: log-mel, SpecAugment as the demo recipe sets it, the model, the objective with
 intermediate CTC, backward, clipping, AdamW) on generated batches, for a model preset (and overrides).
 
 On a few CPU cores it also answers the question behind the demo recipe: does a smaller batch cost throughput?
@@ -14,9 +14,9 @@ import torch
 
 from asr.config import TrainConfig, compose, to_object
 from asr.data.dataset import Batch
-from asr.components import Trainee, build_trainee
-from asr.state import TrainState
-from asr.step import train_step
+from asr.train.components import Trainee, build_trainee
+from asr.train.state import TrainState
+from asr.train.step import train_step
 from asr.text import CharTokenizer
 
 from .common import Row

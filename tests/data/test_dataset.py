@@ -186,7 +186,7 @@ class _WorkerSignals(torch.utils.data.Dataset):
 def test_workers_do_not_inherit_the_trainers_signal_handlers():
     """A worker forked while the trainer handles SIGTERM (to checkpoint) must still die of the SIGTERM its
     DataLoader sends it; make_loader resets the dispositions in every worker."""
-    from asr.signals import preemption_signals
+    from asr.train.signals import preemption_signals
     with preemption_signals():
         loader = make_loader(_WorkerSignals(), DurationBucketSampler([1.0, 1.0], 4.0, shuffle=False), num_workers=1)
         assert list(loader) == [[True, True]]

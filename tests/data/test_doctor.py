@@ -22,7 +22,7 @@ from asr.data.doctor import (
 )
 from asr.data.doctor_report import format_report, histogram
 from asr.data.manifest import Utterance
-from asr.features import LogMel
+from asr.model.features import LogMel
 
 SR = 16000
 CLEAN = [  # (id, seconds, text): about 8-11 chars/s, all feasible at 4x subsampling
@@ -150,9 +150,9 @@ def test_output_frames_match_front_end_and_conv_stack():
 
 @pytest.mark.parametrize("strides", [[2], [2, 2], [4], [1, 2], [1, 4]])
 def test_output_frames_match_the_model(strides):
-    """The contract with asr.model: its output_lengths is the doctor's T' for every legal stride layout."""
+    """The contract with asr.model.acoustic: its output_lengths is the doctor's T' for every legal stride layout."""
     from asr.config import ModelConfig
-    from asr.model import AcousticModel
+    from asr.model.acoustic import AcousticModel
 
     cfg = ModelConfig(conv_channels=[4] * len(strides), conv_time_strides=strides, rnn_hidden=8, rnn_layers=1)
     model = AcousticModel(cfg, n_mels=80, vocab_size=29)

@@ -56,7 +56,7 @@ def test_workers_setting():
 
 
 def test_a_missing_lm_is_reported_before_any_worker_starts(tmp_path):
-    from asr.inference import build_decoder
+    from asr.inference.loading import build_decoder
 
     class Loaded:  # what build_decoder reads of a LoadedModel
         tokenizer = TOKENIZER

@@ -12,8 +12,8 @@ import pytest
 from asr.config import ConfigError, EvalConfig, TranscribeConfig
 from asr.decoding.ngram import build_arpa
 from asr.export import cli as export_cli
-from asr.export.runtime import ExportError
-from asr.transcribe import main as transcribe
+from asr.inference.exported import ExportError
+from asr.inference.transcribe import main as transcribe
 
 
 @pytest.fixture(scope="module")

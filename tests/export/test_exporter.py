@@ -11,8 +11,8 @@ import torch
 from asr.audio import load_audio
 from asr.decoding.greedy import greedy_decode
 from asr.export.exporter import export
-from asr.export.runtime import ExportError, load_exported, sidecar_path
-from asr.inference import load_model
+from asr.inference.exported import ExportError, load_exported, sidecar_path
+from asr.inference.loading import load_model
 from asr.lengths import pad_waves
 
 TOLERANCE = 1e-3  # max |log-prob| difference on valid frames; measured ~1e-4 on this model (fp32 rounding)
@@ -148,7 +148,7 @@ def test_a_sidecar_that_does_not_describe_its_model_is_refused_in_one_line(expor
 
 
 def test_files_exported_before_the_digest_still_have_their_vocabulary_checked(exported, tmp_path, monkeypatch):
-    import asr.export.runtime as rt
+    import asr.inference.exported as rt
     monkeypatch.setattr(rt, "CONTRACT_KEY", "a key no file has")  # what a file written before digests looks like
     load_exported(_copy_with_sidecar(exported, tmp_path / "same", lambda meta: None))  # its own sidecar: fine
     with pytest.raises(ExportError, match=r"its vocabulary has \d+ symbols but model\.\w+ outputs \d+ classes"):

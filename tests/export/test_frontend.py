@@ -1,5 +1,5 @@
-"""asr.export.frontend: the conv1d-DFT log-mel equals the torchaudio one (oracle: asr.features.LogMel, itself
-checked against librosa in tests/test_features.py) on padded batches, for every normalisation."""
+"""asr.export.frontend: the conv1d-DFT log-mel equals the torchaudio one (oracle: asr.model.features.LogMel, itself
+checked against librosa in tests/model/test_features.py) on padded batches, for every normalisation."""
 from __future__ import annotations
 
 import pytest
@@ -7,7 +7,7 @@ import torch
 
 from asr.config import FeatureConfig
 from asr.export.frontend import ConvLogMel
-from asr.features import LogMel
+from asr.model.features import LogMel
 
 
 @pytest.mark.parametrize("cfg", [FeatureConfig(), FeatureConfig(normalize="none"), FeatureConfig(normalize="corpus"),

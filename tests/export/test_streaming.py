@@ -8,7 +8,7 @@ import torch
 
 from asr.audio import load_audio
 from asr.decoding.greedy import greedy_decode
-from asr.export.runtime import ExportError
+from asr.inference.exported import ExportError
 from asr.export.streaming import (
     StreamingSession,
     StreamingStep,
@@ -18,7 +18,7 @@ from asr.export.streaming import (
     step_spec,
     stream_transcript_log_probs,
 )
-from asr.inference import load_model
+from asr.inference.loading import load_model
 
 
 @pytest.fixture(scope="module")
@@ -108,9 +108,9 @@ def test_the_streaming_preset_itself_streams(tmp_path, overrides):
     from conftest import compose_train
 
     from asr.config import TrainConfig, to_object
-    from asr.features import LogMel
-    from asr.inference import LoadedModel
-    from asr.model import AcousticModel
+    from asr.model.features import LogMel
+    from asr.inference.loading import LoadedModel
+    from asr.model.acoustic import AcousticModel
     from asr.text import CharTokenizer
 
     cfg = to_object(compose_train(["model=streaming", *overrides]), TrainConfig)

@@ -11,7 +11,7 @@ from serve_client import serve_config, utterances
 
 from asr.audio import AudioLoadError, AudioTooLongError
 from asr.config import ServeConfig
-from asr.inference import load_engine
+from asr.inference.loading import load_engine
 from asr.serve.engine import Transcriber
 from asr.serve.posteriorgram import posteriorgram_png, token_labels
 from asr.text import CharTokenizer

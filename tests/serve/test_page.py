@@ -37,7 +37,7 @@ def browser(deploy_run, tmp_path_factory):
 
     from asr.config import ServeConfig
     from asr.export import cli as export_cli
-    from asr.inference import load_engine
+    from asr.inference.loading import load_engine
     from asr.serve.app import build_app
 
     onnx = tmp_path_factory.mktemp("page_model") / "model.onnx"

@@ -17,7 +17,7 @@ import soundfile as sf
 from conftest import tone
 from serve_client import request, running, serve_config, serving, transcribe, utterances
 
-from asr.inference import load_engine
+from asr.inference.loading import load_engine
 from asr.serve.app import build_app
 
 
