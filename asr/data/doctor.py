@@ -27,7 +27,7 @@ from asr.data.manifest import Utterance, read_manifest
 from asr.data.probe import probe_files
 from asr.data.sampler import DurationBucketSampler, padding_ratio
 from asr.model.features import frame_lengths
-from asr.model.acoustic import subsampled_lengths
+from asr.model.frontends import subsampled_lengths
 from asr.text import CharTokenizer, normalize
 
 DURATION_TOLERANCE = 0.05  # seconds; more than a few frames of disagreement means the manifest is stale

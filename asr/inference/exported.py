@@ -20,7 +20,7 @@ import torch
 from asr.checkpoint import run_dir_of
 from asr.errors import UserError
 from asr.model.features import frame_lengths
-from asr.model.acoustic import subsampled_lengths
+from asr.model.frontends import subsampled_lengths
 from asr.text import CharTokenizer
 
 

@@ -7,8 +7,8 @@ Padded batches, no packing. DESIGN.md: packed sequences make cuDNN LSTMs much sl
 plain padded tensors and masks instead. Every stage is written so that an utterance's outputs on its valid
 frames are exactly what it would get alone in a batch of one (the tests check this):
 
-* conv front-end: padded frames are zeroed before each conv (so they look like the conv's own zero padding)
-  and batch-norm statistics are taken over valid frames only (`MaskedBatchNorm2d`);
+* conv front-end (`frontends.py`): padded frames are zeroed before each conv (so they look like the conv's own
+  zero padding) and batch-norm statistics are taken over valid frames only (`MaskedBatchNorm2d`);
 * forward recurrences only look back, so trailing padding cannot reach valid frames;
 * the backward direction of a bidirectional layer would start at the padded end of the batch and carry the
   padding into the valid frames. It is therefore a separate unidirectional RNN fed each sequence reversed
@@ -27,15 +27,7 @@ from torch import nn
 
 from asr.config import ModelConfig
 from asr.lengths import lengths_to_mask
-
-# (time, frequency) kernel of each conv layer; layers past the end of this tuple reuse the last entry.
-# Time kernels must be odd (centred, padding k // 2) for `output_lengths` to hold. Small 3 x 3 kernels rather
-# than DeepSpeech2's (11, 41)/(11, 21): measured on 2 CPU cores (B=12 x 1000 frames x 80 mels, small preset),
-# forward+backward takes 0.8 s with 3 x 3 against 1.8 s with the DS2 kernels, whose 32->32 (11, 21) conv costs
-# as much as the whole 3 x BiLSTM-256 stack. The recurrent layers supply the long context anyway.
-CONV_KERNELS: tuple[tuple[int, int], ...] = ((3, 3), (3, 3))
-FREQ_STRIDE = 2  # default mel-axis stride: every conv halves the mel bins (rounding up); model.conv_freq_strides
-
+from asr.model.frontends import ConvSubsampling, ConvWindow, VGGSubsampling
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Reverse each sequence of x (B, T, D) within its own length; padding frames stay where they are.
@@ -47,135 +39,6 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     L = lengths.to(x.device)[:, None]
     idx = torch.where(t < L, L - 1 - t, t)  # (B, T)
     return x.gather(1, idx.unsqueeze(-1).expand(-1, -1, x.shape[2]))
-
-
-class MaskedBatchNorm2d(nn.BatchNorm2d):
-    """BatchNorm2d over (B, D, T, F) whose training statistics use only valid frames.
-
-    With plain BatchNorm2d, the zeroed padding of a batch would pull the batch mean towards 0 and shrink the
-    variance, so an utterance's normalised values (and the running statistics) would depend on how much
-    padding its batch-mates brought. Statistics are computed in fp32 (also under autocast).
-    """
-
-    def forward(self, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        if not self.training:
-            return super().forward(x)
-        m = mask[:, None, :, None]  # (B, 1, T, 1)
-        xf = x.float().masked_fill(~m, 0.0)
-        n = (mask.sum() * x.shape[3]).clamp(min=1).to(xf.dtype)
-        mean = xf.sum(dim=(0, 2, 3)) / n
-        var = ((xf - mean[None, :, None, None]).masked_fill(~m, 0.0) ** 2).sum(dim=(0, 2, 3)) / n
-        with torch.no_grad():
-            assert self.running_mean is not None and self.running_var is not None
-            self.num_batches_tracked += 1  # type: ignore[operator]
-            mom = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-            self.running_mean.lerp_(mean, mom)
-            self.running_var.lerp_(var * n / (n - 1).clamp(min=1), mom)  # unbiased, as nn.BatchNorm does
-        scale = self.weight * torch.rsqrt(var + self.eps)  # (D,)
-        shift = self.bias - mean * scale
-        return (xf * scale[None, :, None, None] + shift[None, :, None, None]).to(x.dtype)
-
-
-def subsampled_lengths(lengths: torch.Tensor, time_strides: Sequence[int]) -> torch.Tensor:
-    """T' (B,) after the conv front-end for T (B,) feature frames: `ConvSubsampling`'s arithmetic (each layer's
-    time kernel from CONV_KERNELS, centred padding), for code that needs T' without building a model (the doctor)."""
-    for i, st in enumerate(time_strides):
-        kt = CONV_KERNELS[min(i, len(CONV_KERNELS) - 1)][0]
-        lengths = torch.div(lengths + 2 * (kt // 2) - kt, st, rounding_mode="floor") + 1
-    return lengths
-
-
-class ConvSubsampling(nn.Module):
-    """(feats (B, T, F), lengths (B,)) -> (x (B, T', D), lengths' (B,)), D = channels x reduced mel bins.
-
-    Conv2d over (time, freq) -> masked BatchNorm2d -> Hardtanh(0, 20) (DeepSpeech2's clipped ReLU), per layer.
-    `freq_strides` (default FREQ_STRIDE for every layer) sets each layer's stride along the mel bins, so a layer
-    that keeps the full frame rate (time stride 1) need not halve the mel bins once more as well.
-    """
-
-    def __init__(self, n_mels: int, channels: Sequence[int], time_strides: Sequence[int],
-                 freq_strides: Sequence[int] | None = None):
-        super().__init__()
-        freq_strides = list(freq_strides) if freq_strides is not None else [FREQ_STRIDE] * len(channels)
-        self.kernels = [CONV_KERNELS[min(i, len(CONV_KERNELS) - 1)] for i in range(len(channels))]
-        self.time_strides = list(time_strides)
-        self.convs = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        c_in, f = 1, n_mels
-        for c_out, (kt, kf), st, sf in zip(channels, self.kernels, self.time_strides, freq_strides):
-            assert kt % 2 == 1, "time kernels must be odd for output_lengths to hold"
-            self.convs.append(nn.Conv2d(c_in, c_out, (kt, kf), stride=(st, sf), padding=(kt // 2, kf // 2),
-                                        bias=False))  # the batch norm's shift is the bias
-            self.norms.append(MaskedBatchNorm2d(c_out))
-            f = (f + 2 * (kf // 2) - kf) // sf + 1
-            c_in = c_out
-        self.out_dim = c_in * f
-        self.act = nn.Hardtanh(0.0, 20.0)
-
-    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        return subsampled_lengths(lengths, self.time_strides)
-
-    def future_frames(self) -> int:
-        """Input frames past t that output frame t' = t / subsampling can see (the convs' centred kernels)."""
-        ahead, stride = 0, 1
-        for (kt, _), st in zip(self.kernels, self.time_strides):
-            ahead += (kt // 2) * stride
-            stride *= st
-        return ahead
-
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = feats.unsqueeze(1)  # (B, 1, T, F)
-        for conv, norm, (kt, _), st in zip(self.convs, self.norms, self.kernels, self.time_strides):
-            # Zero the padding so the kernel sees the same zeros an utterance alone gets from conv padding.
-            x = x.masked_fill(~lengths_to_mask(lengths, x.shape[2])[:, None, :, None], 0.0)
-            x = conv(x)
-            lengths = torch.div(lengths + 2 * (kt // 2) - kt, st, rounding_mode="floor") + 1
-            x = self.act(norm(x, lengths_to_mask(lengths, x.shape[2])))
-        B, D, T, F = x.shape
-        return x.permute(0, 2, 1, 3).reshape(B, T, D * F), lengths
-
-
-class VGGSubsampling(nn.Module):
-    """(feats (B, T, F), lengths (B,)) -> (x (B, T', D), lengths' (B,)): SpeechBrain CRDNN's front-end.
-
-    Per block: [3 x 3 conv -> LayerNorm over (channels, mel bins) -> LeakyReLU] twice at the block's input rate,
-    then max-pooling by (time stride, 2). LayerNorm is per frame, so no statistic crosses frames and padding cannot
-    leak into valid frames; the pooling sees padded frames as -inf (ceil mode), so an utterance's last odd frame is
-    pooled alone, exactly as without padding. T' follows the same rule as `ConvSubsampling`: ceil(T / stride) per
-    block (`subsampled_lengths`).
-    """
-
-    def __init__(self, n_mels: int, channels: Sequence[int], time_strides: Sequence[int]):
-        super().__init__()
-        self.time_strides = list(time_strides)
-        self.kernels = [(3, 3)] * len(channels)  # per block (both convs); used by the length rule only
-        self.convs = nn.ModuleList()
-        self.norms = nn.ModuleList()
-        c_in, f = 1, n_mels
-        for c_out in channels:
-            for c_a, c_b in ((c_in, c_out), (c_out, c_out)):
-                self.convs.append(nn.Conv2d(c_a, c_b, (3, 3), padding=(1, 1)))
-                self.norms.append(nn.LayerNorm([c_b, f]))
-            f = (f + 1) // 2
-            c_in = c_out
-        self.out_dim = c_in * f
-        self.act = nn.LeakyReLU()
-
-    def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
-        return subsampled_lengths(lengths, self.time_strides)
-
-    def forward(self, feats: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = feats.unsqueeze(1)  # (B, 1, T, F)
-        for b, st in enumerate(self.time_strides):
-            for conv, norm in zip(self.convs[2 * b: 2 * b + 2], self.norms[2 * b: 2 * b + 2]):
-                x = x.masked_fill(~lengths_to_mask(lengths, x.shape[2])[:, None, :, None], 0.0)
-                x = self.act(norm(conv(x).transpose(1, 2)).transpose(1, 2))  # LayerNorm over (C, F) per frame
-            pad = ~lengths_to_mask(lengths, x.shape[2])[:, None, :, None]
-            x = nn.functional.max_pool2d(x.masked_fill(pad, float("-inf")), (st, 2), ceil_mode=True)
-            lengths = torch.div(lengths - 1, st, rounding_mode="floor") + 1
-            x = x.masked_fill(~lengths_to_mask(lengths, x.shape[2])[:, None, :, None], 0.0)
-        B, D, T, F = x.shape
-        return x.permute(0, 2, 1, 3).reshape(B, T, D * F), lengths
 
 
 class RecurrentLayer(nn.Module):
@@ -202,6 +65,15 @@ class RecurrentLayer(nn.Module):
                         rnn.bias_ih_l0[hidden:2 * hidden].fill_(1.0)
                         rnn.bias_hh_l0[hidden:2 * hidden].zero_()
 
+    def step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
+             ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Streaming (unidirectional LSTM, eval): x (B, N, D_in) and the carried state h, c (1, B, H) -> (y
+        (B, N, H), h', c'); frame for frame what forward() gives for the same frames."""
+        if self.bwd is not None or not isinstance(self.fwd, nn.LSTM):
+            raise ValueError("only a unidirectional LSTM layer streams")
+        y, (h, c) = self.fwd(x, (h, c))
+        return self.norm(y), h, c
+
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         y, _ = self.fwd(x)
         if self.bwd is not None:
@@ -220,6 +92,12 @@ class Lookahead(nn.Module):
         with torch.no_grad():  # start as the identity (all weight on the current frame)
             self.conv.weight.zero_()
             self.conv.weight[:, 0, 0] = 1.0
+
+    def step(self, x: torch.Tensor, ahead: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Streaming: x (B, N, D) and the previous tau inputs `ahead` (B, tau, D) -> (outputs of frames
+        t0 - tau .. t0 + N - tau - 1 (B, N, D), the new last tau inputs)."""
+        z = torch.cat([ahead, x], dim=1)  # (B, tau + N, D)
+        return self.conv(z.transpose(1, 2)).transpose(1, 2), z[:, -self.tau:]
 
     def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         x = x.masked_fill(~lengths_to_mask(lengths, x.shape[1])[:, :, None], 0.0)  # padding = the conv's zeros
@@ -291,6 +169,28 @@ class AcousticModel(nn.Module):
         return (f"AcousticModel '{c.name}': {len(c.conv_channels)} conv {list(c.conv_channels)} ch "
                 f"(time /{self.subsampling}), {c.rnn_layers} x {rnn}{ahead}, vocab {self.vocab_size}{ctx}: "
                 f"{self.num_parameters() / 1e6:.2f} M parameters")
+
+    def stream_step(self, feats: torch.Tensor, window: ConvWindow, t0: torch.Tensor, frames: torch.Tensor,
+                    out_frames: torch.Tensor, h: torch.Tensor, c: torch.Tensor, ahead: torch.Tensor
+                    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """One streaming chunk, each layer through its own `step`: feats (B, window.counts[0], F) for output frames
+        t0 .. t0 + N - 1, the recurrent state h, c (L, B, H) and the lookahead's last inputs (B, tau, D) ->
+        (log_probs (B, N, C) of frames t0 - tau .., h', c', ahead'). frames / out_frames (B,): the stream's feature
+        and output frames once it has ended (huge before); what lies past them is masked as forward() masks
+        padding."""
+        x = self.conv.step(feats, window, t0, frames)  # (B, N, D)
+        hs, cs = [], []
+        for i, layer in enumerate(self.rnns):
+            x, hi, ci = layer.step(x, h[i: i + 1], c[i: i + 1])
+            if self.inter_cond is not None and i + 1 == self.cfg.inter_layer:
+                x, _ = intermediate_ctc(x, self.head, self.inter_cond)
+            hs.append(hi)
+            cs.append(ci)
+        t = t0[:, None] + torch.arange(window.chunk)[None, :]  # (B, N)
+        x = x.masked_fill((t >= out_frames[:, None])[:, :, None], 0.0)  # past the end: the lookahead's zeros
+        if self.lookahead is not None:
+            x, ahead = self.lookahead.step(x, ahead)
+        return self.head(x).float().log_softmax(dim=-1), torch.cat(hs), torch.cat(cs), ahead
 
     def forward(self, feats: torch.Tensor, lengths: torch.Tensor, intermediate: bool = False
                 ) -> tuple[torch.Tensor, ...]:

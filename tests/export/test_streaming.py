@@ -13,9 +13,9 @@ from asr.export.streaming import (
     StreamingSession,
     StreamingStep,
     export_streaming,
+    StreamGeometry,
     load_streaming,
-    output_frames,
-    step_spec,
+    stream_geometry,
     stream_transcript_log_probs,
 )
 from asr.inference.loading import load_model
@@ -39,12 +39,12 @@ def whole(loaded, wave):
 @pytest.mark.parametrize("chunk,piece", [(1, 160), (4, 1000), (16, 7777), (50, 100_000)])
 def test_chunked_with_carried_state_equals_the_whole_utterance(loaded, waves, chunk, piece):
     step = StreamingStep(loaded, chunk).eval()
-    spec = step_spec(step, loaded)
+    geometry = stream_geometry(step, loaded)
     for w in waves:
         ref = whole(loaded, w)
         with torch.no_grad():
-            got = stream_transcript_log_probs(step, spec, w, piece)
-        assert got.shape == ref.shape and output_frames(spec, w.numel()) == ref.shape[0]
+            got = stream_transcript_log_probs(step, geometry, w, piece)
+        assert got.shape == ref.shape and geometry.output_frames(w.numel()) == ref.shape[0]
         assert (got - ref).abs().max() < 1e-4
         n = torch.tensor([ref.shape[0]])
         text = greedy_decode(got[None], n, loaded.tokenizer)[0]
@@ -53,8 +53,8 @@ def test_chunked_with_carried_state_equals_the_whole_utterance(loaded, waves, ch
 
 def test_frames_come_out_as_soon_as_their_context_has_arrived(loaded, waves):
     step = StreamingStep(loaded, 4).eval()
-    spec = step_spec(step, loaded)
-    session = StreamingSession(step, spec)
+    geometry = stream_geometry(step, loaded)
+    session = StreamingSession(step, geometry)
     w = waves[0]
     with torch.no_grad():
         early = session.feed(w[: w.numel() // 2])
@@ -64,8 +64,8 @@ def test_frames_come_out_as_soon_as_their_context_has_arrived(loaded, waves):
     assert total == whole(loaded, w).shape[0]
     # Half the audio in, all frames whose chunk, conv context and lookahead are covered are out: at most one chunk
     # plus the lookahead plus the conv context behind the audio received.
-    behind = (w.numel() // 2) / spec["samples_per_frame"] - early.shape[0]
-    assert 0 <= behind <= spec["chunk_frames"] + spec["lookahead"] + 2
+    behind = (w.numel() // 2) / geometry.samples_per_frame - early.shape[0]
+    assert 0 <= behind <= geometry.chunk_frames + geometry.lookahead + 2
 
 
 @pytest.mark.parametrize("fmt,suffix", [("onnx", ".stream.onnx"), ("torchscript", ".stream.pt")])
@@ -74,10 +74,12 @@ def test_exported_streaming_step_matches(loaded, waves, tmp_path, fmt, suffix):
     info = export_streaming(loaded, fmt, out, waves, chunk=8, tolerance=1e-3)
     assert info["parity"]["greedy_identical"] and info["parity"]["max_abs_diff"] < 1e-3
     assert info["latency_seconds"] > info["chunk_seconds"] == pytest.approx(8 * 0.04)
-    step_fn, spec = load_streaming(out)
+    step_fn, geometry = load_streaming(out)
+    assert geometry == stream_geometry(StreamingStep(loaded, 8), loaded)  # the sidecar reads back exactly
+    assert StreamGeometry.from_dict(geometry.to_dict()) == geometry
     for w in waves:
         ref = whole(loaded, w)
-        got = stream_transcript_log_probs(step_fn, spec, w, 3001)
+        got = stream_transcript_log_probs(step_fn, geometry, w, 3001)
         assert got.shape == ref.shape and (got - ref).abs().max() < 1e-3
 
 
