@@ -31,8 +31,12 @@ tests/decoding/test_beam.py:
 """
 from __future__ import annotations
 
+import atexit
+import functools
+import hashlib
 import logging
 import math
+import shutil
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -108,6 +112,38 @@ def _check_lexicon(path: Path, tokens: set[str], key: str) -> None:
                                 f"the model's vocabulary (write spellings like 'CAT C A T {SIL_NAME}')")
 
 
+_LEXICONS: dict[str, str] = {}  # sha1 of a generated lexicon's words -> its file (this process's temporary folder)
+
+
+def _lexicon_file(words: list[str]) -> tuple[str, bool]:
+    """A lexicon file spelling `words`, written once per process per word list; (path, whether it was new)."""
+    key = hashlib.sha1("\n".join(words).encode("utf-8")).hexdigest()
+    if key in _LEXICONS and Path(_LEXICONS[key]).is_file():
+        return _LEXICONS[key], False
+    folder = Path(tempfile.mkdtemp(prefix="asr-lexicon-"))
+    atexit.register(shutil.rmtree, folder, True)
+    write_lexicon(words, folder / "lexicon.txt")
+    _LEXICONS[key] = str(folder / "lexicon.txt")
+    return _LEXICONS[key], True
+
+
+def shared_lm(lm_path: str, lexicon_path: str):
+    """The KenLM model of `lm_path` indexed by `lexicon_path`'s words, loaded once per process (per file version):
+    an LM-weight grid builds ~20 decoders of one LM, and a LibriSpeech 4-gram takes minutes to load."""
+    lm, lex = Path(lm_path), Path(lexicon_path)
+    return _load_lm(str(lm.resolve()), str(lex.resolve()), lm.stat().st_mtime_ns, lex.stat().st_mtime_ns)
+
+
+@functools.lru_cache(maxsize=2)
+def _load_lm(lm_path: str, lexicon_path: str, lm_stamp: int, lexicon_stamp: int):
+    from flashlight.lib.text.decoder.kenlm import KenLM
+    from flashlight.lib.text.dictionary import create_word_dict, load_words
+
+    # The same word dictionary torchaudio's ctc_decoder builds from this lexicon (same function, same order), so
+    # the LM's word indices are the decoder's.
+    return KenLM(lm_path, create_word_dict(load_words(lexicon_path)))
+
+
 class BeamSearchDecoder:
     """CTC beam search (flashlight via torchaudio), built once and reused for every batch.
 
@@ -134,25 +170,26 @@ class BeamSearchDecoder:
         if log_add is None:
             log_add = lm_path is None
 
-        with tempfile.TemporaryDirectory(prefix="asr-lexicon-") as tmp:
-            if lexicon_path is not None:
-                _check_lexicon(Path(lexicon_path), set(self.tokens), f"{key_prefix}.lexicon_path")
-                self.lexicon_source = "file"
-            elif lm_path is not None:
-                lexicon_path = self._lexicon_from_lm(Path(lm_path), Path(tmp) / "lexicon.txt", key_prefix)
-                self.lexicon_source = "lm unigrams"
-            try:
-                # The lexicon and LM are read here, once; the temporary lexicon is not needed afterwards.
-                self._decoder = ctc_decoder(
-                    lexicon=lexicon_path, tokens=self.tokens, lm=lm_path, nbest=nbest, beam_size=beam_size,
-                    beam_size_token=beam_size_token, beam_threshold=beam_threshold, lm_weight=lm_weight,
-                    word_score=word_score, unk_score=unk_score, sil_score=sil_score, log_add=log_add,
-                    blank_token=BLANK_NAME, sil_token=SIL_NAME, unk_word=UNK)
-            except RuntimeError as exc:  # KenLM's loader reports a bad file as a RuntimeError
-                reason = [line for line in str(exc).splitlines() if line.strip()][-1:] or ["unknown error"]
-                raise UserError(f"{key_prefix}.lm_path: cannot load {lm_path}: {reason[0]}") from None
+        if lexicon_path is not None:
+            _check_lexicon(Path(lexicon_path), set(self.tokens), f"{key_prefix}.lexicon_path")
+            self.lexicon_source = "file"
+        elif lm_path is not None:
+            lexicon_path = self._lexicon_from_lm(Path(lm_path), key_prefix)
+            self.lexicon_source = "lm unigrams"
+        try:
+            # The LM is read once per process and shared by every decoder of the same LM and lexicon (only the
+            # weights differ between the decoders of an LM-weight grid); the lexicon is read here.
+            lm = shared_lm(lm_path, lexicon_path) if lm_path is not None else None
+            self._decoder = ctc_decoder(
+                lexicon=lexicon_path, tokens=self.tokens, lm=lm, nbest=nbest, beam_size=beam_size,
+                beam_size_token=beam_size_token, beam_threshold=beam_threshold, lm_weight=lm_weight,
+                word_score=word_score, unk_score=unk_score, sil_score=sil_score, log_add=log_add,
+                blank_token=BLANK_NAME, sil_token=SIL_NAME, unk_word=UNK)
+        except RuntimeError as exc:  # KenLM's loader reports a bad file as a RuntimeError
+            reason = [line for line in str(exc).splitlines() if line.strip()][-1:] or ["unknown error"]
+            raise UserError(f"{key_prefix}.lm_path: cannot load {lm_path}: {reason[0]}") from None
 
-    def _lexicon_from_lm(self, lm_path: Path, out: Path, key_prefix: str) -> str:
+    def _lexicon_from_lm(self, lm_path: Path, key_prefix: str) -> str:
         if _is_kenlm_binary(lm_path):
             raise UserError(f"{key_prefix}.lm_path: {lm_path} is a KenLM binary and {key_prefix}.lexicon_path is "
                             "not set; flashlight scores a word LM only through a lexicon, and a binary's vocabulary "
@@ -165,10 +202,11 @@ class BeamSearchDecoder:
         if not usable:
             raise UserError(f"{key_prefix}.lm_path: {lm_path} has no unigram spelled with the model's characters "
                             "(is it an ARPA file with a \\1-grams: section?)")
-        n = write_lexicon(usable, out)
-        log.info("no lexicon given: built one from the %d unigrams of %s (%d skipped: characters outside the "
-                 "vocabulary); flashlight uses a word LM only with a lexicon", n, lm_path, len(words) - len(usable))
-        return str(out)
+        out, fresh = _lexicon_file(usable)
+        log.log(logging.INFO if fresh else logging.DEBUG, "no lexicon given: built one from the %d unigrams of %s "
+                "(%d skipped: characters outside the vocabulary); flashlight uses a word LM only with a lexicon",
+                len(usable), lm_path, len(words) - len(usable))
+        return out
 
     @property
     def uses_lexicon(self) -> bool:

@@ -9,6 +9,7 @@ import pytest
 import torch
 from ctc_cases import TOKENIZER, frames, peaky_log_probs, text_of
 
+from asr.decoding import beam as beam_module
 from asr.decoding import greedy_decode
 from asr.decoding.arpa import unigram_words
 from asr.decoding.beam import BeamSearchDecoder, write_lexicon
@@ -153,11 +154,33 @@ def test_lm_prefers_a_word_over_an_acoustically_better_non_word(lm_files, free_d
     assert decode1(lexicon_only, x)[0].text == "KAT"  # both are lexicon words: acoustics decide
     with_lm = BeamSearchDecoder(tok, lexicon_path=str(lm_files / "lexicon.txt"), lm_path=str(lm_files / "tiny.arpa"))
     assert decode1(with_lm, x)[0].text == "CAT"  # KAT is <unk> to the LM
+    beam_module._LEXICONS.clear()  # the lexicon is built (and logged) once per process
     with caplog.at_level(logging.INFO, logger="asr.decoding.beam"):
         lm_only = BeamSearchDecoder(tok, lm_path=str(lm_files / "tiny.arpa"))
     assert lm_only.lexicon_source == "lm unigrams"
     assert "built one from the 3 unigrams" in caplog.text
     assert decode1(lm_only, x)[0].text == "CAT"  # lexicon = the LM's words, so KAT cannot come out
+
+
+def test_decoders_of_one_lm_share_it_and_decode_as_if_alone(lm_files, caplog):
+    """An LM-weight grid builds many decoders of one LM: it is loaded (and its lexicon built and logged) once per
+    process, and each decoder still decodes with its own weights exactly as one built after a cold start."""
+    x = frames(KAT_OR_CAT)
+    beam_module._load_lm.cache_clear()
+    beam_module._LEXICONS.clear()
+    with caplog.at_level(logging.INFO, logger="asr.decoding.beam"):
+        grid = [BeamSearchDecoder(tok, lm_path=str(lm_files / "tiny.arpa"), lm_weight=w, word_score=s)
+                for w in (0.0, 2.0) for s in (-1.0, 1.0)]
+    info = beam_module._load_lm.cache_info()
+    assert (info.misses, info.hits) == (1, 3) and caplog.text.count("built one from the 3 unigrams") == 1
+    shared = [decode1(d, x)[0].text for d in grid]
+    cold = []
+    for w in (0.0, 2.0):
+        for s in (-1.0, 1.0):
+            beam_module._load_lm.cache_clear()
+            cold.append(decode1(BeamSearchDecoder(tok, lm_path=str(lm_files / "tiny.arpa"), lm_weight=w,
+                                                  word_score=s), x)[0].text)
+    assert shared == cold
 
 
 def test_lm_decoder_is_reusable_and_handles_a_batch(lm_files):
