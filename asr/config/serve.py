@@ -12,12 +12,13 @@ from asr.config.inference import Decoder, InferenceConfig
 
 @dataclass
 class ServeConfig(InferenceConfig):
-    # The model: exactly one of `checkpoint` and `exported` (InferenceConfig's: an .onnx or TorchScript .pt export).
+    """The model: exactly one of `checkpoint` and `exported` (InferenceConfig's: an .onnx or TorchScript .pt)."""
+
     host: str = "127.0.0.1"  # loopback: only this machine; 0.0.0.0 serves the network (there is no authentication)
     port: int = 8000  # TCP port; 0 = any free port (the URL is logged at start)
     decoder: Decoder = Decoder.greedy  # used when a request names none; must be one of `decoders`
-    decoders: Optional[list[Decoder]] = None  # what a request may choose; null = greedy, beam (+ beam_lm with an LM,
-    # from beam.lm_path or recorded with the model)
+    # What a request may choose; null = greedy, beam (+ beam_lm with an LM, from beam.lm_path or recorded with it).
+    decoders: Optional[list[Decoder]] = None
     max_upload_mb: float = 20.0  # largest request body (the audio file and its form fields), MiB; larger -> 413
     max_audio_seconds: float = 120.0  # longest audio accepted, seconds; longer -> 413
     workers: int = 2  # requests the model and decoder work on at a time (threads); the others wait their turn

@@ -77,8 +77,9 @@ class AugmentConfig:
     time_masks: int = 2  # number of time masks per utterance
     time_mask_max_frac: float = 0.05  # max width of each time mask as a fraction of the utterance's frames
     spec_augment_from_epoch: int = 0  # SpecAugment masks only from this epoch (0-based) on: a short run learns first
-    spec_augment_from_progress: float = 0.0  # masks only once the run's progress (the LR schedule's: steps or the
-    # wall-clock budget spent, whichever is further) reaches this fraction: the same recipe on a slow and a fast host
+    # Masks only once the run's progress (the LR schedule's: steps or the wall-clock budget spent, whichever is
+    # further) reaches this fraction: masks start at the same point of a budget on a slow and a fast host.
+    spec_augment_from_progress: float = 0.0
     speed_perturb: list[float] = field(default_factory=lambda: [0.9, 1.0, 1.1])  # speed factors to draw from; [] = off
     speed_per_batch: bool = True  # one factor per batch (padding stays as the sampler packed it); false: per utterance
     noise_snr_db: Optional[float] = None  # add white noise at this SNR (dB) to training audio; null = off
