@@ -31,8 +31,34 @@ def dev_tag(split: str, metric: str) -> str:
     return f"{split}/{metric}"
 
 
-def open_writer(run_dir: str | Path, enabled: bool) -> Optional[SummaryWriter]:
-    return SummaryWriter(log_dir=str(Path(run_dir) / "tb")) if enabled else None
+# TensorBoard runs under <run dir>/tb/: the training's curves, and one run per evaluated checkpoint. Each has its
+# own event files, so an evaluation written at an earlier step never makes TensorBoard drop the training's later
+# points (it discards a run's points past a step that goes backwards), and the same tag (dev/wer_greedy) of both
+# lands in one chart: the training's curve with the evaluation's dots at the checkpoint's step.
+TRAIN_RUN = "train"
+
+
+def eval_run(step: int) -> str:
+    """The TensorBoard run of an `asr-eval` of the checkpoint at optimizer step `step`."""
+    return f"eval-step-{step:08d}"
+
+
+def open_writer(run_dir: str | Path, enabled: bool, run: str = TRAIN_RUN) -> Optional[SummaryWriter]:
+    return SummaryWriter(log_dir=str(Path(run_dir) / "tb" / run)) if enabled else None
+
+
+def hparams(writer: Optional[SummaryWriter], values: dict, metrics: dict[str, float]) -> None:
+    """The run's hyper-parameters and final metrics in the HParams tab, inside the run itself (SummaryWriter's
+    add_hparams would start a separate run beside it)."""
+    if writer is None:
+        return
+    from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+    exp, ssi, sei = hparams_summary(values, metrics)
+    for summary in (exp, ssi, sei):
+        writer.file_writer.add_summary(summary)
+    for tag, value in metrics.items():
+        writer.add_scalar(tag, value)
 
 
 def scalars(writer: Optional[SummaryWriter], values: dict[str, float], step: int) -> None:

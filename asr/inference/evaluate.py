@@ -148,13 +148,14 @@ def evaluate_set(cache: CachedLogProbs, manifest: Path, decoders: dict[str, Deco
 def _write_tb(loaded: LoadedModel, results: dict[str, dict]) -> Optional[Path]:
     if loaded.run_dir is None:
         return None
-    writer = tb.open_writer(loaded.run_dir, True)
+    run = tb.eval_run(loaded.step)  # a run of its own: the training's curves stay whole (asr/tb.py)
+    writer = tb.open_writer(loaded.run_dir, True, run)
     for name, res in results.items():
         for dec, r in res["decoders"].items():
             vals = {tb.dev_tag(name, f"wer_{dec}"): r["wer"], tb.dev_tag(name, f"cer_{dec}"): r["cer"]}
             tb.scalars(writer, {k: v for k, v in vals.items() if v is not None}, loaded.step)
     writer.close()
-    return loaded.run_dir / "tb"
+    return loaded.run_dir / "tb" / run
 
 
 def main(cfg: DictConfig | EvalConfig | dict) -> dict[str, Any]:

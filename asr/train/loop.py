@@ -18,6 +18,7 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 from tqdm import tqdm
 
+from asr import tb
 from asr.train import distributed as dist_utils
 from asr import hydra_cli
 from asr.train import rundir
@@ -193,7 +194,7 @@ def _write_hparams(cfg: TrainConfig, state: TrainState, runlog: RunLog) -> None:
                "subsampling": cfg.model.subsampling, "max_batch_seconds": cfg.data.max_batch_seconds,
                "precision": cfg.trainer.precision}
     metrics = {f"hparam/{s}_{k}": v for s, r in final.items() if isinstance(r, dict) for k, v in r.items()}
-    runlog.writer.add_hparams(hparams, metrics or {"hparam/none": 0.0}, run_name="hparams")
+    tb.hparams(runlog.writer, hparams, metrics or {"hparam/none": 0.0})
 
 
 def _report(summary: dict[str, Any]) -> None:

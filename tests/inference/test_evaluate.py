@@ -113,12 +113,17 @@ def test_greedy_and_beam_records_summary_and_tensorboard(tiny_run, eval_data, ca
     assert not empty["missing"]
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-    acc = EventAccumulator(str(tiny_run["run"] / "tb"))
+    step = ckpt_io.load(tiny_run["run"] / "checkpoints" / "best.pt")["state"]["step"]
+    # its own TensorBoard run, named by the checkpoint's step: the training's run is left as it was
+    assert summary["tb_dir"] == str(tiny_run["run"] / "tb" / f"eval-step-{step:08d}")
+    acc = EventAccumulator(summary["tb_dir"])
     acc.Reload()
     tags = acc.Tags()["scalars"]
     for tag in ("dev/wer_greedy", "dev/cer_beam", "test/wer_beam"):
         assert tag in tags
-    step = ckpt_io.load(tiny_run["run"] / "checkpoints" / "best.pt")["state"]["step"]
+    train_run = EventAccumulator(str(tiny_run["run"] / "tb" / "train"))
+    train_run.Reload()
+    assert "test/wer_beam" not in train_run.Tags()["scalars"]
     assert acc.Scalars("test/wer_beam")[-1].step == step == summary["step"]
     assert acc.Scalars("test/wer_beam")[-1].value == pytest.approx(saved["sets"]["test"]["decoders"]["beam"]["wer"])
 

@@ -258,7 +258,8 @@ def test_tensorboard_has_scalars_images_and_hparams(tmp_path, tiny_corpus):
     from asr.train.loop import main
     main(_cfg(tiny_corpus, tmp_path, **{"trainer.max_steps": 6, "trainer.log_every": 2,
                                          "data.dev_max_utterances": 4}))
-    acc = EventAccumulator(str(tmp_path / "tb"), size_guidance={"images": 0, "scalars": 0}).Reload()
+    assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == [tb.TRAIN_RUN]  # one named run, hparams inside
+    acc = EventAccumulator(str(tmp_path / "tb" / tb.TRAIN_RUN), size_guidance={"images": 0, "scalars": 0}).Reload()
     tags = acc.Tags()
     for tag in (tb.TRAIN_LOSS, tb.TRAIN_LR, tb.TRAIN_GRAD_NORM, tb.TRAIN_SKIPPED, tb.TRAIN_UTT_PER_S,
                 tb.TRAIN_AUDIO_PER_S, tb.TRAIN_PADDING, tb.TRAIN_DATA_WAIT, "dev/loss", "dev/wer_greedy",
@@ -266,7 +267,7 @@ def test_tensorboard_has_scalars_images_and_hparams(tmp_path, tiny_corpus):
         assert tag in tags["scalars"], tag
     assert "dev/posteriorgram_0" in tags["images"]
     assert any("samples" in t for t in tags["tensors"])
-    assert any((tmp_path / "tb" / "hparams").rglob("events.out.tfevents.*"))
+    assert "_hparams_/experiment" in acc.PluginTagToContent("hparams")
 
 
 def test_ddp_two_cpu_processes(tmp_path, tiny_corpus):
@@ -281,7 +282,7 @@ def test_ddp_two_cpu_processes(tmp_path, tiny_corpus):
     losses = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert [rec["step"] for rec in losses] == [1, 2, 3, 4]  # one writer: each step logged once
     assert all(torch.isfinite(torch.tensor(rec["loss"])) for rec in losses)
-    assert len(list((run / "tb").glob("events.out.tfevents.*"))) == 1
+    assert len(list((run / "tb" / "train").glob("events.out.tfevents.*"))) == 1
     assert ckpt_io.list_checkpoints(run / "checkpoints")[-1].name == "step-00000004.pt"
     r = subprocess.run([*cmd, *tiny_train_overrides(tiny_corpus, run, **common, **{"trainer.max_steps": 6})],
                        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
