@@ -146,8 +146,12 @@ def _train(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
         state = load_checkpoint_if_available(run, TrainState())
         if run.dist.is_main:
             log.info("model: %s", run.raw_model.describe())
-            log.info("run dir: %s; %d training utterances (%.2f h), %d batches/epoch/rank", run_dir,
-                     len(run.train_dataset.utts), run.train_hours, len(run.train_sampler))
+            sampler = run.train_sampler
+            later = len(sampler.rank_batches(max(state.epoch, 1)))  # epoch 0 may be sorted (fewer, fuller batches)
+            first = len(sampler.rank_batches(state.epoch))
+            per_epoch = f"{first} batches this epoch" + (f", {later} in a shuffled one" if later != first else "")
+            log.info("run dir: %s; %d training utterances (%.2f h); per rank %s", run_dir,
+                     len(run.train_dataset.utts), run.train_hours, per_epoch)
         budget = Budget(cfg.trainer.max_minutes * 60 if cfg.trainer.max_minutes else None, carried=state.elapsed_s)
         with preemption_signals() as stop, RunLog(run_dir, run.device, cfg.trainer.log_every,
                                                     enabled=run.dist.is_main) as runlog:
@@ -198,11 +202,15 @@ def _write_hparams(cfg: TrainConfig, state: TrainState, runlog: RunLog) -> None:
 
 
 def _report(summary: dict[str, Any]) -> None:
-    last = summary["history"][-1] if summary["history"] else {}
-    for split, r in last.items():
-        if isinstance(r, dict):
-            print(f"{split}: greedy WER {100 * r['wer_greedy']:.2f}%  CER {100 * r['cer_greedy']:.2f}%")
-    print(f"run dir: {summary['run_dir']}")
+    """The last validation and the best one (what best.pt holds, and what asr-eval scores by default)."""
+    history = summary["history"]
+    if history:
+        best = min(history, key=lambda h: sum(r["wer_greedy"] for r in h.values() if isinstance(r, dict)))
+        for label, h in (("last validation", history[-1]), ("best (best.pt)", best)):
+            scores = "; ".join(f"{split} greedy WER {100 * r['wer_greedy']:.2f}% CER {100 * r['cer_greedy']:.2f}%"
+                               for split, r in h.items() if isinstance(r, dict))
+            print(f"{label}, step {h['step']}: {scores}")
+    print(f"stopped by: {summary['stopped_by']}; run dir: {summary['run_dir']}")
 
 
 def cli() -> None:

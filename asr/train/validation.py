@@ -127,8 +127,12 @@ def validate_and_save(run: Components, state: TrainState, writer,
     if improved:
         state.best_wer = mean_wer
     if run.dist.is_main:
-        log.info("step %d epoch %d: %s", state.step, state.epoch, "; ".join(
+        best = ("new best, saved as best.pt" if improved else
+                f"best so far {100 * state.best_wer:.2f}% (best.pt)")
+        clock = (f"; {state.elapsed_s / 60:.1f} of {budget.seconds / 60:.1f} min used"
+                 if budget is not None and budget.seconds else "")
+        log.info("step %d epoch %d: %s (greedy; %s)%s", state.step, state.epoch, "; ".join(
             f"{s}: loss {r['loss']:.3f} WER {100 * r['wer_greedy']:.2f}% CER {100 * r['cer_greedy']:.2f}%"
-            for s, r in results.items()))
+            for s, r in results.items()), best, clock)
     resume.save(run, state, best=improved)
     return results

@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import json
+import logging
 import os
 import signal
 import subprocess
@@ -251,13 +252,27 @@ def test_cfg_job_prints_composed_config(tiny_corpus, tmp_path):
     assert "lr: 0.0003" in out and "rnn_hidden: 64" in out
 
 
-def test_tensorboard_has_scalars_images_and_hparams(tmp_path, tiny_corpus):
+def test_console_says_which_validation_is_best_and_what_the_budget_has_left(capsys):
+    from asr.train.loop import _report
+    history = [{"step": 100, "epoch": 1, "dev": {"wer_greedy": 0.5, "cer_greedy": 0.2}},
+               {"step": 200, "epoch": 2, "dev": {"wer_greedy": 0.6, "cer_greedy": 0.25}}]
+    _report({"history": history, "stopped_by": "time", "run_dir": "runs/x"})
+    assert capsys.readouterr().out.splitlines() == [
+        "last validation, step 200: dev greedy WER 60.00% CER 25.00%",
+        "best (best.pt), step 100: dev greedy WER 50.00% CER 20.00%",
+        "stopped by: time; run dir: runs/x"]
+
+
+def test_tensorboard_has_scalars_images_and_hparams(tmp_path, tiny_corpus, caplog):
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     from asr import tb
     from asr.train.loop import main
+    caplog.set_level(logging.INFO, logger="asr.train")
     main(_cfg(tiny_corpus, tmp_path, **{"trainer.max_steps": 6, "trainer.log_every": 2,
-                                         "data.dev_max_utterances": 4}))
+                                         "data.dev_max_utterances": 4, "trainer.max_minutes": 30}))
+    assert "(greedy; new best, saved as best.pt); 0." in caplog.text and " of 30.0 min used" in caplog.text
+    assert "batches this epoch" in caplog.text
     assert sorted(p.name for p in (tmp_path / "tb").iterdir()) == [tb.TRAIN_RUN]  # one named run, hparams inside
     acc = EventAccumulator(str(tmp_path / "tb" / tb.TRAIN_RUN), size_guidance={"images": 0, "scalars": 0}).Reload()
     tags = acc.Tags()
