@@ -41,7 +41,7 @@ def test_lock_is_released_on_exit_and_on_error(tmp_path):
 
 
 def test_a_killed_holder_leaves_no_stale_lock(tmp_path):
-    code = f"from pathlib import Path\nfrom asr import rundir\nimport os\n" \
+    code = f"from pathlib import Path\nfrom asr.train import rundir\nimport os\n" \
            f"with rundir.exclusive(Path({str(tmp_path)!r})):\n    os._exit(0)\n"
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)
     assert "PID" in (tmp_path / rundir.LOCK_NAME).read_text()  # died holding it: the text stays ...
