@@ -134,6 +134,7 @@ class ModelConfig:
     rnn_type: RNNType = RNNType.lstm  # lstm or gru
     rnn_hidden: int = 256  # hidden units per direction
     rnn_layers: int = 3  # stacked recurrent layers
+    rnn_layer_norm: bool = True  # LayerNorm on each recurrent layer's output (SpeechBrain's CRDNN has none)
     bidirectional: bool = True  # False for streaming (then use lookahead)
     lookahead: int = 0  # future frames of the lookahead convolution (unidirectional models only)
     dropout: float = 0.1  # between recurrent layers and before the head

@@ -42,19 +42,20 @@ def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
 
 
 class RecurrentLayer(nn.Module):
-    """(x (B, T', D_in), lengths) -> (B, T', H * directions): RNN -> LayerNorm -> dropout.
+    """(x (B, T', D_in), lengths) -> (B, T', H * directions): RNN -> LayerNorm (unless off) -> dropout.
 
     Directions are concatenated (not summed, as DeepSpeech2 does); the next layer's input weights or the head
     project them. The backward direction runs on `reverse_padded` input (module docstring says why).
     """
 
-    def __init__(self, rnn_type: str, d_in: int, hidden: int, bidirectional: bool, dropout: float):
+    def __init__(self, rnn_type: str, d_in: int, hidden: int, bidirectional: bool, dropout: float,
+                 layer_norm: bool = True):
         super().__init__()
         rnn_cls = nn.LSTM if rnn_type == "lstm" else nn.GRU
         self.fwd = rnn_cls(d_in, hidden, batch_first=True)
         self.bwd = rnn_cls(d_in, hidden, batch_first=True) if bidirectional else None
         self.out_dim = hidden * (2 if bidirectional else 1)
-        self.norm = nn.LayerNorm(self.out_dim)
+        self.norm = nn.LayerNorm(self.out_dim) if layer_norm else nn.Identity()
         self.dropout = nn.Dropout(dropout)
         if rnn_type == "lstm":
             # Forget-gate bias 1 (gate order i, f, g, o): remember by default early in training
@@ -132,7 +133,8 @@ class AcousticModel(nn.Module):
                      ConvSubsampling(n_mels, cfg.conv_channels, cfg.conv_time_strides, cfg.conv_freq_strides))
         layers, d = [], self.conv.out_dim
         for _ in range(cfg.rnn_layers):
-            layers.append(RecurrentLayer(cfg.rnn_type, d, cfg.rnn_hidden, cfg.bidirectional, cfg.dropout))
+            layers.append(RecurrentLayer(cfg.rnn_type, d, cfg.rnn_hidden, cfg.bidirectional, cfg.dropout,
+                                         cfg.rnn_layer_norm))
             d = layers[-1].out_dim
         self.rnns = nn.ModuleList(layers)
         self.lookahead = Lookahead(d, cfg.lookahead) if cfg.lookahead > 0 else None

@@ -48,6 +48,7 @@ VARIANTS = {
     "self_conditioned": tiny(rnn_layers=3, inter_ctc_weight=0.3, self_condition=True),
     "vgg_dnn": tiny(frontend="vgg", dnn_neurons=10, rnn_layers=3, inter_ctc_weight=0.3, self_condition=True),
     "vgg_one_pool": tiny(frontend="vgg", conv_channels=[4, 4], conv_time_strides=[1, 2], rnn_layers=1),
+    "no_layer_norm": tiny(rnn_layer_norm=False),
 }
 
 
@@ -67,7 +68,7 @@ def test_output_lengths_exact_for_odd_and_even_lengths(name):
 
 
 @pytest.mark.parametrize("name", ["bilstm", "bigru", "lstm_lookahead", "three_convs_x2", "full_rate_first_conv",
-                                  "self_conditioned", "vgg_dnn", "vgg_one_pool"])
+                                  "self_conditioned", "vgg_dnn", "vgg_one_pool", "no_layer_norm"])
 def test_padded_batch_equals_each_utterance_alone(name):
     model = build(VARIANTS[name])
     x, L = padded_batch([37, 50, 12, 1, 2, 23, 49])
@@ -92,6 +93,13 @@ def test_training_mode_outputs_do_not_depend_on_padding_amount():
         torch.testing.assert_close(lp[b, :k], lp_more[b, :k], atol=1e-5, rtol=1e-5)
     bn = model.conv.norms[0]
     assert int(bn.num_batches_tracked) == 2 and torch.isfinite(bn.running_var).all()
+
+
+def test_recurrent_layer_norm_can_be_left_out():
+    """model.rnn_layer_norm=false (CRDNN's recurrent stack): no LayerNorm parameters, the layers' raw outputs."""
+    with_norm, without = build(tiny()), build(tiny(rnn_layer_norm=False))
+    assert with_norm.num_parameters() - without.num_parameters() == 2 * 2 * (2 * 12)  # 2 layers x (weight + bias)
+    assert all(isinstance(layer.norm, torch.nn.Identity) for layer in without.rnns)
 
 
 def test_reverse_padded_reverses_within_length_and_is_its_own_inverse():
