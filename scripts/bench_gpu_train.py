@@ -22,7 +22,6 @@ from benchmarks import step as bench_step  # noqa: E402
 from asr.data.dataset import Batch  # noqa: E402
 
 
-
 def run(preset: str, precision: str, steps: int, batch: int, seconds: float, device: str = "cuda",
         warmup: int = 5) -> dict:
     trainee = bench_step.trainee(preset, precision=precision, device=device)

@@ -11,7 +11,6 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-
 # The whole run's hard limit (seconds): past it every thread's stack is dumped to stderr and the process exits 1,
 # so a hang (in a test, a fixture or at interpreter exit) costs minutes, never CI's 90. The suite takes about
 # 5 minutes on 2 cores; a single test's limit is pytest-timeout's (pyproject.toml, thread method: stacks too).
@@ -134,7 +133,6 @@ def train_memorizer(tiny_corpus: dict, run_dir: Path, count: int = 3, steps: int
     """Train a tiny model until it has memorised the first `count` training utterances of the tiny corpus
     (300 steps, ~7 s on one core; deterministic) so deployment tests have real, non-empty transcripts to compare.
     Returns those utterances; their text is what the model says."""
-    from asr.train import loop as train
     from asr.config import (
         AugmentConfig,
         DataConfig,
@@ -145,6 +143,7 @@ def train_memorizer(tiny_corpus: dict, run_dir: Path, count: int = 3, steps: int
         TrainerConfig,
     )
     from asr.data.manifest import read_manifest, write_manifest
+    from asr.train import loop as train
 
     utts = read_manifest(tiny_corpus["train"])[:count]
     manifest = run_dir.parent / f"{run_dir.name}.jsonl"

@@ -7,7 +7,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from benchmarks.common import Row, librispeech_like_durations, scaling_note, table
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -22,10 +22,10 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from asr.audio import AudioLoadError, load_audio
-from asr.model.augment import add_noise, speed_perturb
 from asr.data.manifest import Utterance
 from asr.errors import UserError
 from asr.lengths import pad_waves
+from asr.model.augment import add_noise, speed_perturb
 from asr.text import CharTokenizer
 
 log = logging.getLogger(__name__)

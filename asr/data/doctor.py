@@ -22,10 +22,10 @@ from typing import Callable, Optional, Sequence
 import torch
 
 from asr.config import ConfigError, FeatureConfig
-from asr.model.ctc import required_frames
 from asr.data.manifest import Utterance, read_manifest
 from asr.data.probe import probe_files
 from asr.data.sampler import DurationBucketSampler, padding_ratio
+from asr.model.ctc import required_frames
 from asr.model.features import frame_lengths
 from asr.model.frontends import subsampled_lengths
 from asr.text import CharTokenizer, normalize

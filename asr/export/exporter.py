@@ -23,8 +23,8 @@ import torch
 from asr.decoding import settings as decoding_settings
 from asr.decoding.greedy import greedy_decode
 from asr.export.graph import INPUTS, OUTPUTS, Deployable, sidecar
-from asr.inference.exported import CONTRACT_KEY, ExportedModel, ExportError, contract_digest, sidecar_path
 from asr.fileio import atomic_write, current_umask
+from asr.inference.exported import CONTRACT_KEY, ExportedModel, ExportError, contract_digest, sidecar_path
 from asr.inference.loading import LoadedModel, recorded_decoding
 from asr.lengths import pad_waves
 

@@ -23,9 +23,9 @@ import torch
 from torch import nn
 
 from asr.inference.exported import ExportError, frames_for_samples, load_torchscript, onnx_session, sidecar_path
-from asr.model.features import frame_lengths
 from asr.inference.loading import LoadedModel
 from asr.model.acoustic import AcousticModel
+from asr.model.features import frame_lengths
 
 NOT_ENDED = 1 << 40  # total frames while a stream is still open: nothing is past its end yet
 

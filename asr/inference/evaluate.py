@@ -36,8 +36,8 @@ from asr.inference.loading import (
     resolve_checkpoint,
     resolve_decoding,
 )
-from asr.metrics import ErrorCounts, score, seen_unseen, word_error_stats
 from asr.inference.report import format_error_stats, format_seen_unseen, format_table, format_tuning, format_worst
+from asr.metrics import ErrorCounts, score, seen_unseen, word_error_stats
 from asr.text import normalize
 
 log = logging.getLogger("asr.inference.evaluate")

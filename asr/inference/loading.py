@@ -32,19 +32,19 @@ from asr.config import (
 )
 from asr.data.manifest import Utterance
 from asr.data.sampler import DurationBucketSampler
+from asr.decoding import settings
 from asr.decoding.arpa import check_lm_files
 from asr.decoding.greedy import greedy_decode
 from asr.decoding.parallel import ParallelBeamDecoder, resolve_workers
-from asr.decoding import settings
 from asr.decoding.settings import DEFAULT_LM_WEIGHT, DEFAULT_WORD_SCORE
 from asr.device import pick_device
 from asr.errors import message_line
-from asr.model.features import LogMel
-from asr.model.forward import forward
+from asr.inference.transcription import DecodeFn, Engine
 from asr.lengths import pad_waves
 from asr.model.acoustic import AcousticModel
+from asr.model.features import LogMel
+from asr.model.forward import forward
 from asr.text import CharTokenizer
-from asr.inference.transcription import DecodeFn, Engine
 
 log = logging.getLogger(__name__)
 

@@ -27,11 +27,10 @@ import torch
 from omegaconf import DictConfig
 
 from asr import hydra_cli
-
-from asr.inference import audio_inputs
 from asr.audio import AudioLoadError, load_audio
 from asr.config import ConfigError, TranscribeConfig, to_object
 from asr.errors import UserError
+from asr.inference import audio_inputs
 from asr.inference.loading import build_decoder, load_engine, resolve_checkpoint, resolve_decoding
 from asr.inference.transcript_formats import Writer, pick_format
 from asr.inference.transcription import DecodeFn, Engine, transcribe_waves

@@ -20,8 +20,8 @@ from typing import Any, Callable, Optional, Protocol, Sequence
 import torch
 import torchaudio.functional as AF
 
-from asr.model.ctc import required_frames
 from asr.lengths import pad_waves
+from asr.model.ctc import required_frames
 from asr.text import CharTokenizer
 
 log = logging.getLogger(__name__)

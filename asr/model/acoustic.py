@@ -20,7 +20,6 @@ frames are exactly what it would get alone in a batch of one (the tests check th
 """
 from __future__ import annotations
 
-from typing import Sequence
 
 import torch
 from torch import nn
@@ -28,6 +27,7 @@ from torch import nn
 from asr.config import ModelConfig
 from asr.lengths import lengths_to_mask
 from asr.model.frontends import ConvSubsampling, ConvWindow, VGGSubsampling
+
 
 def reverse_padded(x: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
     """Reverse each sequence of x (B, T, D) within its own length; padding frames stay where they are.

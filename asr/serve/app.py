@@ -36,8 +36,8 @@ from starlette.staticfiles import StaticFiles
 
 from asr.audio import AudioLoadError, AudioTooLongError
 from asr.config.serve import ServeConfig
-from asr.serve.engine import Transcriber
 from asr.inference.transcription import Engine
+from asr.serve.engine import Transcriber
 from asr.serve.upload import RequestError, read_upload
 
 log = logging.getLogger("asr.serve")

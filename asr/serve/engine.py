@@ -30,8 +30,8 @@ from asr.config import ConfigError
 from asr.config.serve import ServeConfig
 from asr.decoding import parallel
 from asr.inference.loading import build_decoder, default_decoders, resolve_decoding
-from asr.serve.posteriorgram import data_url, posteriorgram_png
 from asr.inference.transcription import DecodeFn, Engine, chunked_log_probs, transcribe_log_probs
+from asr.serve.posteriorgram import data_url, posteriorgram_png
 
 log = logging.getLogger("asr.serve")
 

@@ -13,19 +13,19 @@ from typing import Callable, Iterable, Optional
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from asr.train import distributed as dist_utils
-from asr.model.augment import FeatureAugment
 from asr.config import ConfigError, TrainConfig
-from asr.model.ctc import required_frames
 from asr.data.dataset import AudioDataset, BadDataGuard, Batch, make_loader
 from asr.data.manifest import Utterance, read_manifest
 from asr.data.sampler import DurationBucketSampler
 from asr.device import pick_device
+from asr.model.acoustic import AcousticModel
+from asr.model.augment import FeatureAugment
+from asr.model.ctc import required_frames
 from asr.model.features import LogMel
 from asr.model.forward import amp_dtype
-from asr.model.acoustic import AcousticModel
-from asr.train.optim import build_optimizer
 from asr.text import CharTokenizer
+from asr.train import distributed as dist_utils
+from asr.train.optim import build_optimizer
 
 log = logging.getLogger("asr.train")
 

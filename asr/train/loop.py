@@ -18,16 +18,15 @@ from typing import Any, Optional
 from omegaconf import DictConfig
 from tqdm import tqdm
 
-from asr import tb
-from asr.train import distributed as dist_utils
-from asr import hydra_cli
-from asr.train import rundir
+from asr import hydra_cli, tb
 from asr.config import TrainConfig, to_object
 from asr.errors import STORAGE_ERRNOS, UserError
+from asr.train import distributed as dist_utils
+from asr.train import rundir
+from asr.train.components import Components, build
 from asr.train.optim import lr_at, progress, set_lr
 from asr.train.resume import load_checkpoint_if_available, save
 from asr.train.runlog import RunLog, disabled
-from asr.train.components import Components, build
 from asr.train.signals import EXIT_PREEMPTED, StopRequest, preemption_signals
 from asr.train.state import Budget, TrainState
 from asr.train.step import StepResult, train_step

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any, Optional
 
 from asr import checkpoint as ckpt_io
-from asr.train import distributed as dist_utils
 from asr.checkpoint import CheckpointError
 from asr.config import TrainConfig, to_container
 from asr.errors import message_line
+from asr.train import distributed as dist_utils
 from asr.train.components import Components
 from asr.train.state import TrainState
 

@@ -15,9 +15,9 @@ from typing import Optional
 
 import torch
 
-from asr.train import distributed as dist_utils
 from asr import tb
 from asr.errors import storage_error
+from asr.train import distributed as dist_utils
 from asr.train.state import TrainState
 from asr.train.step import StepResult
 

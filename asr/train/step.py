@@ -18,9 +18,9 @@ from typing import Optional
 
 import torch
 
-from asr.train import distributed as dist_utils
-from asr.model.ctc import compute_loss
 from asr.data.dataset import Batch
+from asr.model.ctc import compute_loss
+from asr.train import distributed as dist_utils
 from asr.train.components import Trainee
 from asr.train.state import TrainState
 

@@ -12,15 +12,15 @@ from typing import Iterator, Optional
 import torch
 from tqdm import tqdm
 
-from asr.train import distributed as dist_utils
 from asr import tb
-from asr.train import resume
-from asr.model.ctc import compute_loss
 from asr.data.dataset import AudioDataset, Batch
 from asr.decoding.greedy import greedy_decode
-from asr.model.forward import forward
 from asr.lengths import lengths_to_mask
 from asr.metrics import score
+from asr.model.ctc import compute_loss
+from asr.model.forward import forward
+from asr.train import distributed as dist_utils
+from asr.train import resume
 from asr.train.components import Components
 from asr.train.state import Budget, TrainState
 

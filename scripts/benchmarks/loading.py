@@ -20,9 +20,9 @@ from asr.data.dataset import AudioDataset, make_loader
 from asr.data.manifest import Utterance
 from asr.data.sampler import DurationBucketSampler
 from asr.model.features import LogMel
+from asr.text import CharTokenizer
 from asr.train.state import TrainState
 from asr.train.step import train_step
-from asr.text import CharTokenizer
 
 from .common import SAMPLE_RATE, Row, demo_durations, speechlike
 from .step import trainee

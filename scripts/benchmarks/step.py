@@ -14,10 +14,10 @@ import torch
 
 from asr.config import TrainConfig, compose, to_object
 from asr.data.dataset import Batch
+from asr.text import CharTokenizer
 from asr.train.components import Trainee, build_trainee
 from asr.train.state import TrainState
 from asr.train.step import train_step
-from asr.text import CharTokenizer
 
 from .common import Row
 

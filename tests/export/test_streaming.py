@@ -8,16 +8,16 @@ import torch
 
 from asr.audio import load_audio
 from asr.decoding.greedy import greedy_decode
-from asr.inference.exported import ExportError
 from asr.export.streaming import (
+    StreamGeometry,
     StreamingSession,
     StreamingStep,
     export_streaming,
-    StreamGeometry,
     load_streaming,
     stream_geometry,
     stream_transcript_log_probs,
 )
+from asr.inference.exported import ExportError
 from asr.inference.loading import load_model
 
 
@@ -110,9 +110,9 @@ def test_the_streaming_preset_itself_streams(tmp_path, overrides):
     from conftest import compose_train
 
     from asr.config import TrainConfig, to_object
-    from asr.model.features import LogMel
     from asr.inference.loading import LoadedModel
     from asr.model.acoustic import AcousticModel
+    from asr.model.features import LogMel
     from asr.text import CharTokenizer
 
     cfg = to_object(compose_train(["model=streaming", *overrides]), TrainConfig)

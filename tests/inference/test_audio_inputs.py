@@ -6,8 +6,8 @@ import json
 
 import pytest
 
-from asr.inference.audio_inputs import expand
 from asr.config import ConfigError
+from asr.inference.audio_inputs import expand
 
 
 @pytest.fixture

@@ -1,8 +1,8 @@
 """asr-eval's printed report: the per-word error statistics read right and rank by frequency."""
 from __future__ import annotations
 
-from asr.metrics import word_error_stats
 from asr.inference.report import format_error_stats
+from asr.metrics import word_error_stats
 
 
 def test_error_stats_list_the_most_frequent_first():

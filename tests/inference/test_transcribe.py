@@ -9,13 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 import soundfile as sf
-import torch
 from conftest import tone
 from test_evaluate import build_tiny_run
 
 from asr.config import ConfigError, to_object
 from asr.inference.loading import LoadedModel, load_model
-from asr.text import CharTokenizer
 from asr.inference.transcribe import TranscribeConfig, TranscribeError, _audio_as_list, _failure_summary, cli, main
 
 

@@ -6,8 +6,15 @@ import torch
 from test_transcribe import loaded, tiny_run, tones  # noqa: F401  (module fixtures shared with the CLI's tests)
 
 from asr.inference.loading import load_model
+from asr.inference.transcription import (
+    Word,
+    batched_log_probs,
+    chunked_log_probs,
+    transcribe_waves,
+    windows,
+    word_timings,
+)
 from asr.text import CharTokenizer
-from asr.inference.transcription import Word, batched_log_probs, chunked_log_probs, transcribe_waves, windows, word_timings
 
 
 def test_word_timings_follow_the_alignment():
@@ -73,15 +80,15 @@ def test_transcripts_keep_names_order_and_durations(loaded):  # noqa: F811
 
 
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
-def test_cuda_memory_is_bounded_by_the_chunk(tiny_run):
-    loaded = load_model(tiny_run["run"], "cuda")
+def test_cuda_memory_is_bounded_by_the_chunk(tiny_run):  # noqa: F811
+    on_cuda = load_model(tiny_run["run"], "cuda")
 
     def peak(seconds: float, chunk: float) -> tuple[int, torch.Tensor]:
         wave = torch.from_numpy(tones(seconds))
         torch.cuda.synchronize()
         torch.cuda.reset_peak_memory_stats()
         base = torch.cuda.memory_allocated()
-        out = chunked_log_probs(loaded, wave, chunk, 2.0)
+        out = chunked_log_probs(on_cuda, wave, chunk, 2.0)
         torch.cuda.synchronize()
         return torch.cuda.max_memory_allocated() - base, out
 

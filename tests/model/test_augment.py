@@ -6,8 +6,8 @@ import pytest
 import torch
 from conftest import tone
 
-from asr.model.augment import FeatureAugment, FrequencyWarp, SpecAugment, add_noise, speed_perturb
 from asr.config import AugmentConfig, ConfigError, FeatureConfig
+from asr.model.augment import FeatureAugment, FrequencyWarp, SpecAugment, add_noise, speed_perturb
 from asr.model.features import LogMel
 
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 import torch
 
-from asr.model.augment import SpecAugment
 from asr.config import AugmentConfig, FeatureConfig, ModelConfig
+from asr.model.acoustic import AcousticModel
+from asr.model.augment import SpecAugment
 from asr.model.features import LogMel
 from asr.model.forward import amp_dtype, forward
-from asr.model.acoustic import AcousticModel
 
 
 def _parts():

@@ -9,8 +9,8 @@ import torch
 from omegaconf import OmegaConf
 
 from asr.config import ModelConfig, to_object
-from asr.model.ctc import ctc_loss
 from asr.model.acoustic import AcousticModel, reverse_padded
+from asr.model.ctc import ctc_loss
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs" / "model"
 N_MELS, VOCAB = 16, 7

@@ -14,8 +14,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from asr.train import distributed as dist_utils
 from asr.config import TrainConfig, to_object
+from asr.train import distributed as dist_utils
 from asr.train.components import build
 from asr.train.state import TrainState
 from asr.train.step import train_step

@@ -11,8 +11,8 @@ import torch
 from test_train import ROOT, _cfg, _cli, _wait_until
 
 from asr import checkpoint as ckpt_io
-from asr.train import resume
 from asr.checkpoint import CheckpointError
+from asr.train import resume
 from asr.train.loop import main
 
 FAST = {"trainer.checkpoint_every_steps": 2, "trainer.keep_last": 10, "data.dev_max_utterances": 2,

@@ -22,10 +22,10 @@ from conftest import compose_train, tiny_train_overrides
 from asr import checkpoint as ckpt_io
 from asr.config import ConfigError, TrainConfig, to_object
 from asr.data.manifest import Utterance, read_manifest, write_manifest
-from asr.model.features import LogMel
 from asr.model.acoustic import AcousticModel
-from asr.train.components import filter_trainable
+from asr.model.features import LogMel
 from asr.text import CharTokenizer
+from asr.train.components import filter_trainable
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -159,8 +159,8 @@ def test_nan_batch_is_skipped_without_touching_parameters(tmp_path, tiny_corpus)
 def test_consecutive_bad_steps_abort_naming_the_knob(tmp_path, tiny_corpus):
     from asr.errors import UserError
     from asr.train.components import build
-    from asr.train.state import TrainState
     from asr.train.loop import train_one_epoch
+    from asr.train.state import TrainState
     cfg = _cfg(tiny_corpus, tmp_path, **{"trainer.max_bad_steps": 2})
     c = build(cfg, tmp_path)
     real = c.train_loader
@@ -228,8 +228,8 @@ def test_cli_flags_before_overrides_and_sweeps(tmp_path, tiny_corpus):
 def test_signal_handlers_are_scoped_to_the_run(tmp_path, tiny_corpus):
     """main() installs SIGTERM/SIGUSR1 handlers for the run only and restores them, also when it fails."""
     from asr.errors import UserError
-    from asr.train.signals import preemption_signals
     from asr.train.loop import main
+    from asr.train.signals import preemption_signals
     before = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGUSR1)}
     with pytest.raises(RuntimeError):
         with preemption_signals() as stop:

@@ -26,9 +26,9 @@ from test_train import _cfg, _cli, _losses, _wait_until
 
 from asr import checkpoint as ckpt_io
 from asr.config import ConfigError
-from asr.model.ctc import ctc_loss
 from asr.data.manifest import read_manifest, write_manifest
 from asr.errors import UserError
+from asr.model.ctc import ctc_loss
 
 ROOT = Path(__file__).resolve().parents[2]
 
