@@ -158,7 +158,7 @@ class FeatureAugment(nn.Module):
     def set_progress(self, progress: float) -> None:
         """The run's progress in [0, 1] before a step (the learning-rate schedule's, `asr.train.optim.progress`): masks
         start once it reaches `augment.spec_augment_from_progress`, at the same point of a budget on any host."""
-        self.progress = float(progress)
+        self.progress = max(float(progress), 0.0)  # the schedule's progress is negative during warm-up
 
     @staticmethod
     def wanted(cfg: AugmentConfig) -> bool:

@@ -192,6 +192,10 @@ def test_spec_augment_masks_start_at_the_configured_progress():
     got = delayed(feats, lengths, torch.Generator().manual_seed(3))
     assert (got == 0).any()
     assert torch.equal(got, always(feats, lengths, torch.Generator().manual_seed(3)))
+    # the default (0) masks from the first step, warm-up included, where the schedule's progress is negative
+    default = FeatureAugment(AugmentConfig(), FeatureConfig()).train()
+    default.set_progress(-0.08)
+    assert torch.equal(default(feats, lengths, torch.Generator().manual_seed(3)), got)
     for bad in (-0.1, 1.0):
         with pytest.raises(ConfigError, match="augment.spec_augment_from_progress"):
             AugmentConfig(spec_augment_from_progress=bad)
