@@ -56,6 +56,18 @@ def test_tune_lm_records_the_lm_and_weights_beside_the_checkpoint(tuned):
     assert tuned["summary"]["tune_lm"]["recorded"] == str(tuned["run"] / "checkpoints" / FILE_NAME)
 
 
+def test_asr_eval_uses_the_recorded_lm_without_beam_lm_path(tuned):
+    from asr.inference.evaluate import main as evaluate
+
+    again = evaluate({"checkpoint": str(tuned["run"]), "corpus": None, "decoders": ["beam_lm"], "device": "cpu",
+                      "manifests": {"dev": str(tuned["base"] / "dev.jsonl")}, "progress": False, "worst_n": 0,
+                      "tb": False, "out_dir": str(tuned["base"] / "eval-again")})
+    assert (again["beam"]["lm_weight"], again["beam"]["word_score"]) == (tuned["summary"]["beam"]["lm_weight"],
+                                                                       tuned["summary"]["beam"]["word_score"])
+    assert again["sets"]["dev"]["decoders"]["beam_lm"]["wer"] == tuned["summary"]["sets"]["dev"]["decoders"][
+        "beam_lm"]["wer"]
+
+
 def test_transcribe_a_folder_to_subtitles_with_the_recorded_lm(tuned, caplog):
     """The issue's check in small: a whole folder, decoder=beam_lm and no LM on the command line; the subtitles'
     words are the hypotheses asr-eval's beam_lm scored, and the log says where the weights came from."""

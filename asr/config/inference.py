@@ -133,7 +133,7 @@ class EvalConfig(InferenceConfig):
                   "tune_lm=true needs at least one value in each")
             if Decoder.beam_lm not in self.decoders:
                 self.decoders.append(Decoder.beam_lm)  # the tuned pair is only used by beam_lm
-        self.beam.validate("beam", self.decoders)
+        self.beam.validate("beam", self.decoders, lm_may_come_with_model=not self.tune_lm)
         check(self.batch_seconds > 0, "batch_seconds", f"must be > 0, got {self.batch_seconds}")
         check(self.worst_n >= 0, "worst_n", f"must be >= 0, got {self.worst_n}")
 

@@ -184,8 +184,15 @@ def test_average_last(tiny_run, tmp_path):
         load_model(tiny_run["run"], "cpu", average_last=10)
 
 
+def test_beam_lm_without_an_lm_anywhere_is_refused_before_the_acoustic_pass(tiny_run, tmp_path):
+    with pytest.raises(ConfigError, match=r"^beam\.lm_path: .*none is recorded"):
+        main({"checkpoint": str(tiny_run["run"]), "corpus": None, "manifests": {"dev": str(tiny_run["train"])},
+              "decoders": ["greedy", "beam_lm"], "device": "cpu", "progress": False, "tb": False,
+              "out_dir": str(tmp_path / "out")})
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("overrides, key", [
-    ({"decoders": ["greedy", "beam_lm"]}, "beam.lm_path"),
     ({"tune_lm": True}, "beam.lm_path"),
     ({"decoders": ["viterbi"]}, "decoders"),
     ({"checkpoint": None}, "checkpoint"),
