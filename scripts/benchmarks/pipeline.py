@@ -114,7 +114,9 @@ def tb_medians(run_dir: Path, tags: list[str]) -> dict[str, Optional[float]]:
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     values: dict[str, list[float]] = {t: [] for t in tags}
-    for events in sorted((run_dir / "tb").glob("events*")):
+    from asr import tb
+
+    for events in sorted((run_dir / "tb" / tb.TRAIN_RUN).glob("events*")):
         acc = EventAccumulator(str(events), size_guidance={"scalars": 0})
         acc.Reload()
         for t in tags:
