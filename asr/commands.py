@@ -54,7 +54,6 @@ def _load(spec: str):
 
 def help_text(cmd: Command) -> str:
     """Purpose, examples, and every key with its value after the command's presets and its comment."""
-    from asr.config import ConfigError
     from asr.config.docs import describe
 
     schema = _load(cmd.schema)
@@ -66,7 +65,7 @@ def help_text(cmd: Command) -> str:
         ConfigStore.instance().store(name=f"{cmd.config}_schema", node=schema)
         with initialize_config_dir(config_dir=str(config_dir()), version_base="1.3"):
             values = compose(config_name=cmd.config)
-    except (ConfigError, Exception):  # the help must come out even if the presets cannot be composed
+    except Exception:  # the help must come out even if the presets cannot be composed
         values = None
     examples = "\n".join(f"  {e}" for e in cmd.examples)
     return (f"{cmd.name}: {cmd.purpose}\n\nExamples:\n{examples}\n\n"

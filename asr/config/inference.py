@@ -18,6 +18,11 @@ class Decoder(Choice):
 DECODERS = tuple(d.value for d in Decoder)
 
 
+def default_decoders(lm_path: Optional[str]) -> list[Decoder]:
+    """greedy and beam, and beam_lm when there is an LM (asr-eval's and asr-serve's default `decoders`)."""
+    return [Decoder.greedy, Decoder.beam] + ([Decoder.beam_lm] if lm_path else [])
+
+
 class Backend(Choice):
     pytorch = "pytorch"  # the checkpoint itself
     onnx = "onnx"  # an `asr-export format=onnx` model, run by onnxruntime
@@ -123,7 +128,7 @@ class EvalConfig(InferenceConfig):
         check(self.max_utterances is None or self.max_utterances >= 1, "max_utterances",
               f"must be >= 1 or null, got {self.max_utterances}")
         if self.decoders is None:
-            self.decoders = [Decoder.greedy, Decoder.beam] + ([Decoder.beam_lm] if self.beam.lm_path else [])
+            self.decoders = default_decoders(self.beam.lm_path)
         self.decoders = [Decoder.parse(d, "decoders") for d in self.decoders]
         check(bool(self.decoders) and len(set(self.decoders)) == len(self.decoders), "decoders",
               f"{[str(d) for d in self.decoders]} must be distinct names from {Decoder.names()}")

@@ -24,7 +24,6 @@ from asr.config import (
     Backend,
     BeamConfig,
     ConfigError,
-    Decoder,
     FeatureConfig,
     InferenceConfig,
     TrainConfig,
@@ -185,10 +184,6 @@ def resolve_decoding(engine: Engine, beam: BeamConfig, decoders: list) -> BeamCo
         log.info("beam_lm decoding: %s", how)
     return resolved
 
-
-def default_decoders(beam: BeamConfig) -> list[Decoder]:
-    """greedy and beam, and beam_lm when (resolved) `beam` has an LM."""
-    return [Decoder.greedy, Decoder.beam] + ([Decoder.beam_lm] if beam.lm_path else [])
 
 
 def build_decoder(name: str, loaded: Engine, beam: BeamConfig, lm_weight: Optional[float] = None,

@@ -20,7 +20,6 @@ frames are exactly what it would get alone in a batch of one (the tests check th
 """
 from __future__ import annotations
 
-
 import torch
 from torch import nn
 

@@ -27,9 +27,10 @@ import torch
 
 from asr.audio import read_audio_bytes
 from asr.config import ConfigError
+from asr.config.inference import default_decoders
 from asr.config.serve import ServeConfig
 from asr.decoding import parallel
-from asr.inference.loading import build_decoder, default_decoders, resolve_decoding
+from asr.inference.loading import build_decoder, resolve_decoding
 from asr.inference.transcription import DecodeFn, Engine, chunked_log_probs, transcribe_log_probs
 from asr.serve.posteriorgram import data_url, posteriorgram_png
 
@@ -51,7 +52,7 @@ class Transcriber:
         self.cfg = cfg
         self.decoders: dict[str, _Decoder] = {}
         if cfg.decoders is None:  # the defaults, with beam_lm when an LM travels with the model
-            cfg.decoders = default_decoders(resolve_decoding(engine, cfg.beam, []))
+            cfg.decoders = default_decoders(resolve_decoding(engine, cfg.beam, []).lm_path)
             if cfg.decoder not in cfg.decoders:
                 raise ConfigError(f"decoder: {cfg.decoder} is not among decoders {[str(d) for d in cfg.decoders]}; "
                                   f"set beam.lm_path=PATH or choose greedy or beam")
