@@ -131,6 +131,7 @@ class ModelConfig:
     conv_channels: list[int] = field(default_factory=lambda: [32, 32])  # one 2-D conv layer (vgg: block) per entry
     conv_time_strides: list[int] = field(default_factory=lambda: [2, 2])  # time stride per conv; product = subsampling
     conv_freq_strides: Optional[list[int]] = None  # mel-axis stride per conv (1 or 2); None = 2 for every conv
+    conv_dropout: float = 0.0  # Dropout2d (whole channels) after each conv layer / vgg block (CRDNN: 0.15)
     rnn_type: RNNType = RNNType.lstm  # lstm or gru
     rnn_hidden: int = 256  # hidden units per direction
     rnn_layers: int = 3  # stacked recurrent layers
@@ -169,6 +170,7 @@ class ModelConfig:
         check(not (self.bidirectional and self.lookahead), "model.lookahead",
                "only applies to unidirectional models; set model.bidirectional=false or model.lookahead=0")
         check(0 <= self.dropout < 1, "model.dropout", "must be in [0, 1)")
+        check(0 <= self.conv_dropout < 1, "model.conv_dropout", "must be in [0, 1) (0: none)")
         check(0 <= self.inter_ctc_weight < 1, "model.inter_ctc_weight", "must be in [0, 1) (0 turns it off)")
         if self.inter_ctc_layer is None:  # the default, the middle layer: only the depth can be at fault
             check(self.rnn_layers >= 2 or self.inter_ctc_weight == 0, "model.rnn_layers",

@@ -128,8 +128,10 @@ class AcousticModel(nn.Module):
         self.cfg = cfg
         self.vocab_size = vocab_size
         self.subsampling = cfg.subsampling
-        self.conv = (VGGSubsampling(n_mels, cfg.conv_channels, cfg.conv_time_strides) if cfg.frontend == "vgg" else
-                     ConvSubsampling(n_mels, cfg.conv_channels, cfg.conv_time_strides, cfg.conv_freq_strides))
+        self.conv = (VGGSubsampling(n_mels, cfg.conv_channels, cfg.conv_time_strides, cfg.conv_dropout)
+                     if cfg.frontend == "vgg" else
+                     ConvSubsampling(n_mels, cfg.conv_channels, cfg.conv_time_strides, cfg.conv_freq_strides,
+                                     cfg.conv_dropout))
         layers, d = [], self.conv.out_dim
         for _ in range(cfg.rnn_layers):
             layers.append(RecurrentLayer(cfg.rnn_type, d, cfg.rnn_hidden, cfg.bidirectional, cfg.dropout,

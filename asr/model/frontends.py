@@ -89,13 +89,14 @@ class ConvWindow:
 class ConvSubsampling(nn.Module):
     """(feats (B, T, F), lengths (B,)) -> (x (B, T', D), lengths' (B,)), D = channels x reduced mel bins.
 
-    Conv2d over (time, freq) -> masked BatchNorm2d -> Hardtanh(0, 20) (DeepSpeech2's clipped ReLU), per layer.
+    Conv2d over (time, freq) -> masked BatchNorm2d -> Hardtanh(0, 20) (DeepSpeech2's clipped ReLU) -> Dropout2d
+    (whole channels of an utterance; `dropout` 0 = none), per layer.
     `freq_strides` (default FREQ_STRIDE for every layer) sets each layer's stride along the mel bins, so a layer
     that keeps the full frame rate (time stride 1) need not halve the mel bins once more as well.
     """
 
     def __init__(self, n_mels: int, channels: Sequence[int], time_strides: Sequence[int],
-                 freq_strides: Sequence[int] | None = None):
+                 freq_strides: Sequence[int] | None = None, dropout: float = 0.0):
         super().__init__()
         freq_strides = list(freq_strides) if freq_strides is not None else [FREQ_STRIDE] * len(channels)
         self.kernels = [CONV_KERNELS[min(i, len(CONV_KERNELS) - 1)] for i in range(len(channels))]
@@ -112,6 +113,7 @@ class ConvSubsampling(nn.Module):
             c_in = c_out
         self.out_dim = c_in * f
         self.act = nn.Hardtanh(0.0, 20.0)
+        self.drop = nn.Dropout2d(dropout)  # identity in eval mode, so the streaming step needs none
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return subsampled_lengths(lengths, self.time_strides)
@@ -131,7 +133,7 @@ class ConvSubsampling(nn.Module):
             x = x.masked_fill(~lengths_to_mask(lengths, x.shape[2])[:, None, :, None], 0.0)
             x = conv(x)
             lengths = conv_lengths(lengths, kt, st)
-            x = self.act(norm(x, lengths_to_mask(lengths, x.shape[2])))
+            x = self.drop(self.act(norm(x, lengths_to_mask(lengths, x.shape[2]))))
         B, D, T, F = x.shape
         return x.permute(0, 2, 1, 3).reshape(B, T, D * F), lengths
 
@@ -165,13 +167,13 @@ class VGGSubsampling(nn.Module):
     """(feats (B, T, F), lengths (B,)) -> (x (B, T', D), lengths' (B,)): SpeechBrain CRDNN's front-end.
 
     Per block: [3 x 3 conv -> LayerNorm over (channels, mel bins) -> LeakyReLU] twice at the block's input rate,
-    then max-pooling by (time stride, 2). LayerNorm is per frame, so no statistic crosses frames and padding cannot
-    leak into valid frames; the pooling sees padded frames as -inf (ceil mode), so an utterance's last odd frame is
+    then max-pooling by (time stride, 2), then Dropout2d (`dropout`; CRDNN uses its model dropout, 0.15). LayerNorm
+    is per frame, so no statistic crosses frames and padding cannot leak into valid frames; the pooling sees padded frames as -inf (ceil mode), so an utterance's last odd frame is
     pooled alone, exactly as without padding. T' follows the same rule as `ConvSubsampling`: ceil(T / stride) per
     block (`subsampled_lengths`).
     """
 
-    def __init__(self, n_mels: int, channels: Sequence[int], time_strides: Sequence[int]):
+    def __init__(self, n_mels: int, channels: Sequence[int], time_strides: Sequence[int], dropout: float = 0.0):
         super().__init__()
         self.time_strides = list(time_strides)
         self.kernels = [(3, 3)] * len(channels)  # per block (both convs); used by the length rule only
@@ -186,6 +188,7 @@ class VGGSubsampling(nn.Module):
             c_in = c_out
         self.out_dim = c_in * f
         self.act = nn.LeakyReLU()
+        self.drop = nn.Dropout2d(dropout)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         return subsampled_lengths(lengths, self.time_strides)
@@ -199,6 +202,6 @@ class VGGSubsampling(nn.Module):
             pad = ~lengths_to_mask(lengths, x.shape[2])[:, None, :, None]
             x = nn.functional.max_pool2d(x.masked_fill(pad, float("-inf")), (st, 2), ceil_mode=True)
             lengths = torch.div(lengths - 1, st, rounding_mode="floor") + 1
-            x = x.masked_fill(~lengths_to_mask(lengths, x.shape[2])[:, None, :, None], 0.0)
+            x = self.drop(x.masked_fill(~lengths_to_mask(lengths, x.shape[2])[:, None, :, None], 0.0))
         B, D, T, F = x.shape
         return x.permute(0, 2, 1, 3).reshape(B, T, D * F), lengths

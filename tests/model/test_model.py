@@ -1,6 +1,7 @@
 """Acoustic model: exact output lengths, padding independence, causality, presets, mixed precision."""
 from __future__ import annotations
 
+import copy
 import dataclasses
 from pathlib import Path
 
@@ -100,6 +101,29 @@ def test_recurrent_layer_norm_can_be_left_out():
     with_norm, without = build(tiny()), build(tiny(rnn_layer_norm=False))
     assert with_norm.num_parameters() - without.num_parameters() == 2 * 2 * (2 * 12)  # 2 layers x (weight + bias)
     assert all(isinstance(layer.norm, torch.nn.Identity) for layer in without.rnns)
+
+
+@pytest.mark.parametrize("frontend", ["conv", "vgg"])
+def test_conv_dropout_drops_whole_channels_of_an_utterance_in_training_only(frontend):
+    """model.conv_dropout (CRDNN's Dropout2d): in training each (utterance, channel) map is zeroed whole or kept and
+    scaled by 1 / (1 - p), against the same front-end without dropout; in eval mode it changes nothing."""
+    # One conv layer / block, so the dropped output is the last thing that happens (a second layer would mix it).
+    model = build(tiny(conv_dropout=0.5, frontend=frontend, conv_channels=[6], conv_time_strides=[4])).train()
+    plain = copy.deepcopy(model)
+    plain.conv.drop.p = 0.0
+    x, L = padded_batch([30, 17, 41])
+    torch.manual_seed(0)
+    y, _ = model.conv(x, L)
+    y0, _ = plain.conv(x, L)
+    B, T, _ = y.shape
+    C = model.cfg.conv_channels[-1]
+    y, y0 = y.reshape(B, T, C, -1), y0.reshape(B, T, C, -1)
+    dropped = (y == 0).all(dim=3).all(dim=1)  # (B, C): the whole (T, F) map is zero
+    assert dropped.any() and not dropped.all()
+    kept = ~dropped
+    torch.testing.assert_close(y.permute(0, 2, 1, 3)[kept], 2 * y0.permute(0, 2, 1, 3)[kept])
+    model.eval(), plain.eval()
+    torch.testing.assert_close(model.conv(x, L)[0], plain.conv(x, L)[0], rtol=0, atol=0)
 
 
 def test_reverse_padded_reverses_within_length_and_is_its_own_inverse():
