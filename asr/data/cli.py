@@ -66,6 +66,9 @@ def _build_parser() -> argparse.ArgumentParser:
                      help="as data.max_batch_seconds: for the padding estimate of the sampler's batches")
     doc.add_argument("--num-buckets", type=int, default=10, help="as data.num_buckets")
     doc.add_argument("--plot", type=Path, default=None, help="write the duration histogram as a PNG")
+    doc.add_argument("--all", action="store_true",
+                     help="list every check, passed ones too, and a 12-bin duration histogram (default: the checks "
+                          "with findings, a count of the others, 6 bins)")
     doc.add_argument("--jobs", type=int, default=None, help="parallel decoding jobs (default: all cores)")
 
     lmb = sub.add_parser("lm", help="word n-gram language models")

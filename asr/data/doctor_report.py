@@ -23,7 +23,9 @@ def histogram(durations: Sequence[float], bins: int = 12, width: int = 40) -> li
             for i, c in enumerate(counts)]
 
 
-def format_report(r: Report, show: int = SHOW) -> str:
+def format_report(r: Report, show: int = SHOW, full: bool = False) -> str:
+    """The console report of one manifest. Checks that found nothing are one summary line (every row and a finer
+    duration histogram with `full`, `asr-data doctor --all`)."""
     total = f"{r.total_seconds / 3600:.2f} h" if r.total_seconds >= 360 else f"{r.total_seconds / 60:.1f} min"
     lines = [f"== {r.manifest}", f"  {r.num_utterances} utterances, {total}"]
     if r.durations:
@@ -32,9 +34,17 @@ def format_report(r: Report, show: int = SHOW) -> str:
         lines.append(f"  decoded {r.decoded_seconds:.0f} s of audio in {r.decode_seconds:.1f} s "
                      f"({r.decoded_seconds / r.decode_seconds:.0f}x real time)")
     counts = r.counts()
-    lines += ["", f"  {'severity':<8}  {'check':<45} {'count':>6}"]
+    failed = [kind for kind in KINDS if counts[kind]]
+    lines.append("")
+    if failed or full:
+        lines.append(f"  {'severity':<8}  {'check':<45} {'count':>6}")
     for kind, (sev, label) in KINDS.items():
-        lines.append(f"  {sev if counts[kind] else 'ok':<8}  {label:<45} {counts[kind]:>6}")
+        if counts[kind] or full:
+            lines.append(f"  {sev if counts[kind] else 'ok':<8}  {label:<45} {counts[kind]:>6}")
+    if not full:
+        passed = len(KINDS) - len(failed)
+        lines.append(f"  {'all ' if not failed else ''}{passed} {'other ' if failed else ''}checks passed"
+                     " (asr-data doctor --all lists every check)")
     for kind, (sev, label) in KINDS.items():
         found = [f for f in r.findings if f.kind == kind]
         if not found:
@@ -49,7 +59,7 @@ def format_report(r: Report, show: int = SHOW) -> str:
     if r.padding_bucketed is not None:
         lines.append(f"  padding in batches: {100 * r.padding_bucketed:.1f}% with duration buckets, "
                      f"{100 * r.padding_unbucketed:.1f}% with one bucket")
-    lines += ["  durations:", *histogram(r.durations)]
+    lines += ["  durations:", *histogram(r.durations, bins=12 if full else 6)]
     lines.append(f"  result: {r.num_errors} error(s), {r.num_warnings} warning(s)")
     return "\n".join(lines)
 
@@ -92,7 +102,7 @@ def main(args) -> int:
             status = 2
             continue
         reports.append(report)
-        print(format_report(report), flush=True)
+        print(format_report(report, full=args.all), flush=True)
         if report.num_errors and status == 0:
             status = 1
     if args.plot is not None and reports:

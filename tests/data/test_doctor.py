@@ -256,6 +256,21 @@ def test_report_shows_padding(report):
     assert "padding in batches" in format_report(report)
 
 
+def test_report_lists_only_failed_checks_unless_all(tmp_path):
+    """The console shows the checks that found something and one line for the rest; --all shows every row."""
+    _flac(tmp_path / "a.flac", 1.0)
+    sf.write(tmp_path / "s.flac", np.zeros(SR, dtype=np.float32), SR, format="FLAC", subtype="PCM_16")
+    clean = check_utterances([Utterance("a", str(tmp_path / "a.flac"), 1.0, "HELLO")], jobs=1)
+    text = format_report(clean)
+    assert f"all {len(KINDS)} checks passed" in text and "severity" not in text
+    assert all(label not in text for _, label in KINDS.values())
+    full = format_report(clean, full=True)
+    assert all(label in full for _, label in KINDS.values()) and "checks passed" not in full
+    silent = format_report(check_utterances([Utterance("s", str(tmp_path / "s.flac"), 1.0, "HELLO")], jobs=1))
+    assert KINDS["silent"][1] in silent and f"{len(KINDS) - 1} other checks passed" in silent
+    assert sum(label in silent for _, label in KINDS.values()) == 1
+
+
 def test_histogram_counts_everything():
     lines = histogram([1.0, 1.1, 2.0, 5.0], bins=4)
     assert len(lines) == 4 and sum(int(line.split()[-1]) for line in lines) == 4
