@@ -1,9 +1,15 @@
 # An image that runs both README commands: `bash scripts/demo.sh` (the main job) and `bash scripts/test.sh`.
 # For GPU training, run with `docker run --gpus all ...`: PyPI's torch 2.11 wheels bundle the CUDA runtime.
 # Python packages come from requirements.lock alone (exact versions, hash-checked), as in scripts/setup.sh.
-FROM python:3.11-slim-bookworm
+# BASE_IMAGE: any Debian bookworm with Python 3.11 as `python`; scripts/build_image.sh builds one from the Debian
+# mirror (debootstrap) where Docker Hub cannot be reached, and builds and checks this image on it with buildah.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
 
 ENV DEBIAN_FRONTEND=noninteractive PIP_NO_CACHE_DIR=1 PYTHONUNBUFFERED=1
+# PIP_CERT: a CA bundle for pip during the build only, behind a TLS-inspecting proxy (scripts/build_image.sh mounts
+# the host's and passes its path; unset by default, and no certificate is stored in the image).
+ARG PIP_CERT
 RUN apt-get update \
  && apt-get install -y --no-install-recommends espeak-ng flite wordnet-base libsndfile1 git \
  && rm -rf /var/lib/apt/lists/*
