@@ -111,6 +111,10 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
+    exported = _exported_format(path)
+    if exported:
+        raise CheckpointError(f"{path} is a model exported by asr-export ({exported}), not a training checkpoint: "
+                              f"pass it as exported={path} instead of checkpoint=")
     try:
         ckpt = torch.load(path, map_location=map_location, weights_only=True)
     except OSError as exc:
@@ -135,6 +139,19 @@ def load(path: str | Path, map_location: str | torch.device = "cpu") -> dict[str
     if not isinstance(ckpt, dict) or ckpt.get("format_version") != FORMAT_VERSION:
         raise CheckpointError(f"{path} is not an asr checkpoint of format {FORMAT_VERSION}")
     return ckpt
+
+
+def _exported_format(path: Path) -> str | None:
+    """"ONNX" or "TorchScript" when `path` is an exported model rather than a checkpoint (by its suffix, or the
+    code/ and constants.pkl records torch.jit.save writes into its zip archive), else None."""
+    if path.suffix == ".onnx":
+        return "ONNX"
+    try:
+        with zipfile.ZipFile(path) as z:
+            names = z.namelist()
+    except (zipfile.BadZipFile, OSError):
+        return None
+    return "TorchScript" if any(n.endswith("/constants.pkl") or "/code/" in n for n in names) else None
 
 
 def _bytes_readable(path: Path) -> bool:

@@ -60,6 +60,20 @@ def test_a_file_that_is_no_checkpoint_is_named_and_said_so(tmp_path):
         ck.load(tmp_path / "docs.zip")
 
 
+def test_an_exported_model_passed_as_a_checkpoint_says_to_use_exported(tmp_path, recwarn):
+    """A TorchScript or ONNX file from asr-export given as checkpoint= names the key to use, without torch's
+    weights_only noise (a warning and a message about TorchScript archives)."""
+    ts = tmp_path / "model.pt"
+    torch.jit.trace(torch.nn.Linear(2, 2), torch.zeros(1, 2)).save(str(ts))
+    (tmp_path / "model.onnx").write_bytes(b"\x08\x07")  # suffix is enough: torch could never read it
+    for path, kind in ((ts, "TorchScript"), (tmp_path / "model.onnx", "ONNX")):
+        with pytest.raises(ck.CheckpointError) as exc:
+            ck.load(path)
+        assert str(exc.value) == (f"{path} is a model exported by asr-export ({kind}), not a training checkpoint: "
+                                  f"pass it as exported={path} instead of checkpoint=")
+    assert not [w for w in recwarn if "TorchScript" in str(w.message)]
+
+
 def test_a_checkpoint_truncated_at_any_size_is_corrupt_and_the_older_one_is_resumed(tmp_path):
     """Issue 25: cut between ~5 and ~68 KB, torch's zip reader raised OSError(EINVAL), which was taken for an OS
     failure: the file was not moved aside and the older good checkpoint never tried. Every cut is corruption."""
