@@ -2,7 +2,7 @@
 
 Each entry is one of: an audio file; a directory (searched recursively for AUDIO_SUFFIXES, sorted); a glob
 (`talks/*.flac`, `**` recursive); a manifest (`.jsonl`, one JSON object per line with `audio_filepath`, the
-format `asr-data` writes); or `-`, a list of entries read from standard input, one per line.
+format `asr-data` writes, paths relative to the manifest's folder as in training); or `-`, a list of entries read from standard input, one per line.
 
 An entry that names nothing that exists is kept as is: the transcription then reports that file as not found
 beside the others, like a corrupt one.
@@ -10,33 +10,16 @@ beside the others, like a corrupt one.
 from __future__ import annotations
 
 import glob
-import json
 import sys
 from pathlib import Path
 from typing import Iterable, TextIO
 
 from asr.config import ConfigError
+from asr.data.manifest import read_audio_paths
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".opus", ".mp3", ".aiff", ".aif", ".au")
 MANIFEST_SUFFIXES = (".jsonl",)
 _GLOB_CHARS = set("*?[")
-
-
-def _from_manifest(path: Path) -> list[str]:
-    files = []
-    with open(path, encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-                audio = rec["audio_filepath"]
-            except (ValueError, KeyError, TypeError):
-                raise ConfigError(f"audio: {path} line {n} is not a manifest line with an \"audio_filepath\" "
-                                  f"(asr-data writes them); fix the line or pass the audio files themselves") from None
-            p = Path(audio)
-            files.append(str(p if p.is_absolute() or p.exists() else path.parent / p))
-    return files
 
 
 def _from_directory(path: Path) -> list[str]:
@@ -60,7 +43,7 @@ def expand(entries: Iterable[str], stdin: TextIO | None = None) -> list[str]:
                                   f"({', '.join(AUDIO_SUFFIXES)})")
             files.extend(found)
         elif p.is_file() and p.suffix.lower() in MANIFEST_SUFFIXES:
-            files.extend(_from_manifest(p))
+            files.extend(read_audio_paths(p))  # resolved as training and asr-eval resolve them
         elif not p.exists() and _GLOB_CHARS & set(entry):
             found = sorted(f for f in glob.glob(entry, recursive=True) if Path(f).is_file())
             if not found:

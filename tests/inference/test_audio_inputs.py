@@ -7,6 +7,7 @@ import json
 import pytest
 
 from asr.config import ConfigError
+from asr.data.manifest import ManifestError
 from asr.inference.audio_inputs import expand
 
 
@@ -41,5 +42,5 @@ def test_errors_name_the_entry(tree):
         expand([str(tree / "*.aac")])
     bad = tree / "bad.jsonl"
     bad.write_text('{"id": 1}\n')
-    with pytest.raises(ConfigError, match=r"bad\.jsonl line 1 is not a manifest line"):
+    with pytest.raises(ManifestError, match=r"bad\.jsonl:1: no \"audio_filepath\""):
         expand([str(bad)])
