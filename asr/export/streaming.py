@@ -22,7 +22,14 @@ from typing import Any, Callable, Sequence
 import torch
 from torch import nn
 
-from asr.inference.exported import ExportError, frames_for_samples, load_torchscript, onnx_session, sidecar_path
+from asr.inference.exported import (
+    ExportError,
+    frames_for_samples,
+    load_torchscript,
+    onnx_session,
+    run_torchscript,
+    sidecar_path,
+)
 from asr.inference.loading import LoadedModel
 from asr.model.acoustic import AcousticModel
 from asr.model.features import frame_lengths
@@ -207,8 +214,7 @@ def load_streaming(path: str | Path) -> tuple[Callable, StreamGeometry]:
         module = load_torchscript(path)
 
         def step_fn(*args):
-            with torch.no_grad():
-                return module(*args)
+            return run_torchscript(module, *args)
     return step_fn, StreamGeometry.from_dict(meta["streaming"])
 
 

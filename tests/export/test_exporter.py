@@ -65,6 +65,18 @@ def test_sidecar_describes_the_model_without_the_project(exported, loaded):
     assert meta["source"]["checkpoint"].endswith("best.pt") and meta["versions"]["torch"]
 
 
+@pytest.mark.parametrize("exported", ["torchscript"], indirect=True)
+def test_torchscript_runs_without_the_graph_executors_optimisation(exported, waves):
+    """The runtime calls the TorchScript module with the optimising executor off (scripts/bench_torchscript.py:
+    its re-optimisation on first calls and new shapes cost 1-3 s a call on 2 cores). The executed graph shows it:
+    the optimising executor inlines the submodules' methods, the plain interpreter runs them as prim::CallMethod."""
+    out, _ = exported
+    runtime = load_exported(out, threads=1)
+    for w in waves[:2] * 2:  # the optimising executor profiles on the first call and optimises on the second
+        runtime.log_probs(w[None], torch.tensor([w.numel()]))
+    assert "prim::CallMethod" in str(torch.jit.last_executed_optimized_graph())
+
+
 @pytest.mark.parametrize("exported", ["onnx"], indirect=True)
 def test_onnx_graph_has_dynamic_batch_and_time(exported):
     out, _ = exported
