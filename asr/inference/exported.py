@@ -189,8 +189,9 @@ def run_torchscript(module: torch.jit.ScriptModule, *args: torch.Tensor):
     """Call an exported TorchScript module without autograd and without the graph executor's optimisation pass.
 
     The profiling executor re-profiles and re-optimises the graph on its first calls and again for new input shapes
-    (every file's length is new): measured on 2 cores, calls of 1-3 s where the plain interpreter takes 0.03-0.2 s
-    for the same 2.5 s utterance (scripts/bench_torchscript.py). The model's work is ATen's LSTM and conv kernels
+    (every file's length is new). Measured on 2 cores (scripts/bench_torchscript.py, docs/BENCHMARKS.md): idle, a
+    fresh process's first call took 0.06-0.11 s against 0.024 s plain, 12 calls 0.27 against 0.20 s; with a training
+    run on the same cores, single calls of 1-3 s against 0.03-0.2 s. The model's work is ATen's LSTM and conv kernels
     either way, so the optimised graph gains nothing worth those pauses."""
     with torch.no_grad(), torch.jit.optimized_execution(False):
         return module(*args)
