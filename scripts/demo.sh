@@ -36,7 +36,7 @@ asr-data lm build --text data/synthetic/lm_text.txt --order 3 --out data/lm/synt
 
 echo "== 5/5 evaluate on dev and test (LM weights tuned on dev only)"
 asr-eval checkpoint="$RUN" corpus=synthetic subsets=[dev,test] decoders=[greedy,beam,beam_lm] \
-  beam.lm_path=data/lm/synthetic_train_3gram.arpa tune_lm=true tune_subset=dev
+  beam.lm_path=data/lm/synthetic_train_3gram.arpa tune_lm=true tune_subset=dev worst_n=3
 echo "demo finished in $(( ($(date +%s) - start) / 60 )) min $(( ($(date +%s) - start) % 60 )) s. Next (the LM and its tuned weights travel with the model):"
 echo "  asr-transcribe checkpoint=$RUN audio=data/synthetic/test decoder=beam_lm output=test.srt   # subtitles per file"
 echo "  asr-serve checkpoint=$RUN            # a web page to upload or record audio: http://127.0.0.1:8000"

@@ -35,9 +35,8 @@ def format_report(r: Report, show: int = SHOW, full: bool = False) -> str:
                      f"({r.decoded_seconds / r.decode_seconds:.0f}x real time)")
     counts = r.counts()
     failed = [kind for kind in KINDS if counts[kind]]
-    lines.append("")
     if failed or full:
-        lines.append(f"  {'severity':<8}  {'check':<45} {'count':>6}")
+        lines += ["", f"  {'severity':<8}  {'check':<45} {'count':>6}"]
     for kind, (sev, label) in KINDS.items():
         if counts[kind] or full:
             lines.append(f"  {sev if counts[kind] else 'ok':<8}  {label:<45} {counts[kind]:>6}")
@@ -53,7 +52,8 @@ def format_report(r: Report, show: int = SHOW, full: bool = False) -> str:
         lines += [f"    {f.utt_id}: {f.detail}" for f in found[:show]]
         if len(found) > show:
             lines.append(f"    ... and {len(found) - show} more")
-    lines.append("")
+    if failed or full:
+        lines.append("")
     if r.median_chars_per_second is not None:
         lines.append(f"  median speaking rate: {r.median_chars_per_second:.1f} chars/s")
     if r.padding_bucketed is not None:

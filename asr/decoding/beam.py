@@ -32,11 +32,15 @@ tests/decoding/test_beam.py:
 from __future__ import annotations
 
 import atexit
+import contextlib
+import ctypes
 import functools
 import hashlib
 import logging
 import math
+import os
 import shutil
+import sys
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -141,7 +145,43 @@ def _load_lm(lm_path: str, lexicon_path: str, lm_stamp: int, lexicon_stamp: int)
 
     # The same word dictionary torchaudio's ctc_decoder builds from this lexicon (same function, same order), so
     # the LM's word indices are the decoder's.
-    return KenLM(lm_path, create_word_dict(load_words(lexicon_path)))
+    words = create_word_dict(load_words(lexicon_path))
+    with _native_output_captured() as captured:
+        try:
+            return KenLM(lm_path, words)
+        finally:
+            if captured():
+                log.debug("KenLM loading %s said: %s", lm_path, captured().strip())
+
+
+@contextlib.contextmanager
+def _native_output_captured():
+    """Send what C++ code writes to the process's stdout and stderr during the block to a temporary file; yields a
+    function returning it. KenLM prints a banner on every ARPA load ("Loading the LM will be faster if you build a
+    binary file", the path, a 100-star progress bar) straight to the file descriptors, past Python's logging. The
+    LM loads before any request is served, so no other thread's output is expected in that window."""
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with tempfile.TemporaryFile() as tmp:
+        try:
+            os.dup2(tmp.fileno(), 1)
+            os.dup2(tmp.fileno(), 2)
+            yield lambda: (tmp.seek(0), tmp.read().decode("utf-8", "replace"))[1]
+        finally:
+            _libc_fflush()
+            os.dup2(saved[0], 1)
+            os.dup2(saved[1], 2)
+            for fd in saved:
+                os.close(fd)
+
+
+def _libc_fflush() -> None:
+    """Flush C stdio buffers (what a library printf'd but has not written yet) while the capture is in place."""
+    try:
+        ctypes.CDLL(None).fflush(None)
+    except (OSError, AttributeError):  # no C library to call (not expected on Linux/macOS)
+        pass
 
 
 class BeamSearchDecoder:

@@ -48,6 +48,8 @@ def format_table(results: dict[str, dict], decoders: list[str]) -> str:
                     _rtf(x["rtf"])]
         rows.append(row)
     text = _grid(header, rows, [("", 5)] + [(f" {d} ", 4) for d in decoders])
+    text += ("\nS/D/I: words substituted / deleted / inserted against the reference; RTF: seconds of decoding per "
+             "second of audio (AM RTF: the acoustic model's forward pass, shared by the decoders)")
     if any(r["missing"] for r in results.values()):
         text += ("\n* utterances whose audio is missing or unreadable: scored with an empty hypothesis "
                  "(their words count as deletions); see `missing` in the records")

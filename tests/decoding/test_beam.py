@@ -183,6 +183,19 @@ def test_decoders_of_one_lm_share_it_and_decode_as_if_alone(lm_files, caplog):
     assert shared == cold
 
 
+def test_kenlms_loading_banner_stays_out_of_the_console(lm_files, capfd, caplog):
+    """KenLM writes a banner (binary-file hint, path, star progress bar) to the file descriptors on each ARPA load:
+    it goes to the debug log, not the user's console; our own output before and after still arrives."""
+    beam_module._load_lm.cache_clear()
+    print("before")
+    with caplog.at_level(logging.DEBUG, logger="asr.decoding.beam"):
+        BeamSearchDecoder(tok, lm_path=str(lm_files / "tiny.arpa"))
+    print("after")
+    out, err = capfd.readouterr()
+    assert out == "before\nafter\n" and "****" not in err and "binary file" not in err
+    assert "KenLM loading" in caplog.text and "****" in caplog.text  # captured, kept for --debug logs
+
+
 def test_lm_decoder_is_reusable_and_handles_a_batch(lm_files):
     dec = BeamSearchDecoder(tok, lm_path=str(lm_files / "tiny.arpa"))
     the_cat = frames([{s: 1.0} for s in "THE_ _CAT"])
