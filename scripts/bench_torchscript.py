@@ -17,11 +17,12 @@ from pathlib import Path
 
 CHILD = r"""
 import json, sys, time
+from pathlib import Path
 import soundfile as sf, torch
 from asr.inference.exported import load_torchscript
 optimise = sys.argv[1] == "optimised"
 files = json.loads(sys.argv[3])
-module = load_torchscript(__import__("pathlib").Path(sys.argv[2]))
+module = load_torchscript(Path(sys.argv[2]))
 times, audio = [], []
 for f in files:
     w, sr = sf.read(f, dtype="float32")

@@ -68,7 +68,8 @@ trap 'buildah rm "$ctr" >/dev/null 2>&1 || true' EXIT
 buildah run --isolation chroot "$ctr" -- bash -euo pipefail -c '
   python scripts/check_install.py && echo "build_image: check_install.py passed in the image"
   asr-data synth --preset tiny --root data/synthetic_tiny > /tmp/synth.log 2>&1 || { tail -20 /tmp/synth.log; exit 1; }
-  asr-train data=synthetic_tiny run_dir=/tmp/run trainer.max_steps=30 optim.total_steps=30 optim.warmup_steps=5 trainer.precision=fp32 \
+  asr-train data=synthetic_tiny run_dir=/tmp/run trainer.max_steps=30 optim.total_steps=30 optim.warmup_steps=5 \
+    trainer.precision=fp32 \
     > /tmp/train.log 2>&1 || { tail -20 /tmp/train.log; exit 1; }
   wav=$(find data/synthetic_tiny/test -name "*.flac" | sort | head -1)
   asr-transcribe checkpoint=/tmp/run audio="$wav" output=/tmp/out.srt

@@ -150,8 +150,9 @@ def _load_lm(lm_path: str, lexicon_path: str, lm_stamp: int, lexicon_stamp: int)
         try:
             return KenLM(lm_path, words)
         finally:
-            if captured():
-                log.debug("KenLM loading %s said: %s", lm_path, captured().strip())
+            said = captured().strip()
+            if said:
+                log.debug("KenLM loading %s said: %s", lm_path, said)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,8 @@
 
 Each entry is one of: an audio file; a directory (searched recursively for AUDIO_SUFFIXES, sorted); a glob
 (`talks/*.flac`, `**` recursive); a manifest (`.jsonl`, one JSON object per line with `audio_filepath`, the
-format `asr-data` writes, paths relative to the manifest's folder as in training); or `-`, a list of entries read from standard input, one per line.
+format `asr-data` writes, paths relative to the manifest's folder as in training); or `-`, a list of entries read
+from standard input, one per line.
 
 An entry that names nothing that exists is kept as is: the transcription then reports that file as not found
 beside the others, like a corrupt one.

@@ -168,9 +168,9 @@ class VGGSubsampling(nn.Module):
 
     Per block: [3 x 3 conv -> LayerNorm over (channels, mel bins) -> LeakyReLU] twice at the block's input rate,
     then max-pooling by (time stride, 2), then Dropout2d (`dropout`; CRDNN uses its model dropout, 0.15). LayerNorm
-    is per frame, so no statistic crosses frames and padding cannot leak into valid frames; the pooling sees padded frames as -inf (ceil mode), so an utterance's last odd frame is
-    pooled alone, exactly as without padding. T' follows the same rule as `ConvSubsampling`: ceil(T / stride) per
-    block (`subsampled_lengths`).
+    is per frame, so no statistic crosses frames and padding cannot leak into valid frames; the pooling sees padded
+    frames as -inf (ceil mode), so an utterance's last odd frame is pooled alone, exactly as without padding. T'
+    follows the same rule as `ConvSubsampling`: ceil(T / stride) per block (`subsampled_lengths`).
     """
 
     def __init__(self, n_mels: int, channels: Sequence[int], time_strides: Sequence[int], dropout: float = 0.0):
