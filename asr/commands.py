@@ -10,6 +10,8 @@ import importlib
 import sys
 from dataclasses import dataclass
 
+from asr.errors import stdout_closed_quietly
+
 
 @dataclass(frozen=True)
 class Command:
@@ -78,9 +80,9 @@ def help_text(cmd: Command) -> str:
 def run(name: str) -> None:
     cmd = COMMANDS[name]
     if any(a in ("-h", "--help") for a in sys.argv[1:]):
-        sys.stdout.write(help_text(cmd))
+        stdout_closed_quietly(lambda: sys.stdout.write(help_text(cmd)))
         sys.exit(0)
-    _load(cmd.target)()
+    stdout_closed_quietly(_load(cmd.target))
 
 
 def asr_train() -> None:

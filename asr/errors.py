@@ -3,7 +3,11 @@ the user's storage (full, read-only, forbidden) wherever a library wrapped it.""
 from __future__ import annotations
 
 import errno
-from typing import Optional
+import os
+import sys
+from typing import Callable, Optional, TypeVar
+
+T = TypeVar("T")
 
 # Storage failures of the user's environment: full disk or quota, read-only or forbidden folder.
 STORAGE_ERRNOS = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
@@ -30,3 +34,15 @@ def storage_error(exc: BaseException) -> Optional[OSError]:
             return current
         current = current.__cause__ or current.__context__
     return None
+
+
+def stdout_closed_quietly(main: Callable[[], T]) -> T:
+    """Run a console command's `main`; if the reader of its stdout goes away (`asr-data doctor ... | head`), stop
+    with exit status 1 and no traceback, as a Unix filter does. Python's own advice: point stdout at /dev/null so the
+    interpreter's final flush cannot raise a second time."""
+    try:
+        return main()
+    except BrokenPipeError:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        sys.exit(1)

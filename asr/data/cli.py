@@ -9,7 +9,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from asr.errors import UserError
+from asr.errors import UserError, stdout_closed_quietly
 
 
 def _csv(value: str) -> list[str]:
@@ -111,7 +111,7 @@ def _run(args: argparse.Namespace) -> int:
 def main(argv: list[str] | None = None) -> int:
     args = _build_parser().parse_args(argv)
     try:
-        return _run(args)
+        return stdout_closed_quietly(lambda: _run(args))
     except UserError as exc:
         print(f"asr-data: error: {exc}", file=sys.stderr)
         return 2
