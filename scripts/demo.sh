@@ -23,7 +23,7 @@ asr-data synth --preset demo --root data/synthetic
 
 echo "== 2/5 doctor"
 # Exit 1 means findings were reported (the trainer drops what it cannot use); 2 means unusable input.
-asr-data doctor data/synthetic/manifests/{train,dev,test}.jsonl --subsampling 4 \
+asr-data doctor data/synthetic/manifests/{train,dev,test}.jsonl --subsampling 2 \
   --plot "data/synthetic/durations.png" || [ $? -eq 1 ]
 
 echo "== 3/5 train (budget ${TRAIN_MINUTES} min, $PRECISION)"
