@@ -3,6 +3,13 @@ with a choice of batch sizes and model overrides): audio-seconds per second of t
 (asr.train.step.train_step) on generated batches.
 
     python scripts/bench_cpu_step.py --seconds 3 --batches 40 12 6 --variants '{}' '{"rnn_type": "gru"}'
+
+Generated batches hold utterances of one length; `--corpus N` times the first N batches of the trainer's own loader
+on the demo corpus instead (mixed lengths, the data preset's buckets), the same batches for every variant: the step
+cost training sees. (Generated 3-s batches put the 20 ms small preset at 1.05x the 40 ms one's step in bf16 where the
+14-minute demo made 1.39x fewer updates.)
+
+    python scripts/bench_cpu_step.py --corpus 40 --variants '{}' '{"conv_time_strides": [2, 2], "rnn_hidden": 256}'
 """
 from __future__ import annotations
 
@@ -16,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks.step import measure  # noqa: E402
+from benchmarks.step import corpus_batches, measure, measure_batches  # noqa: E402
 
 
 def main() -> None:
@@ -27,12 +34,31 @@ def main() -> None:
     p.add_argument("--variants", nargs="+", default=["{}"], help="JSON model overrides, one per variant")
     p.add_argument("--steps", type=int, default=4)
     p.add_argument("--precision", default="fp32", choices=["fp32", "bf16"], help="trainer.precision")
+    p.add_argument("--corpus", type=int, metavar="N", help="time N batches of the demo corpus's own loader instead "
+                   "of generated ones (--batches and --seconds are then unused)")
+    p.add_argument("--rounds", type=int, default=1, help="--corpus: time the variants this many times, interleaved")
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
     print("| variant | params | batch | step s | audio-s/s |")
     print("|---|---|---|---|---|")
     rows = []
+    if args.corpus:
+        batches = corpus_batches(args.corpus + 1)
+        audio = sum(float(b.wave_lengths.sum()) for b in batches[1:]) / 16000
+        print(f"demo corpus: {len(batches) - 1} batches of the trainer's loader, {audio:.0f} s of audio "
+              f"(+1 warm-up)\n")
+        print("| variant | params | round | step s | audio-s/s |")
+        print("|---|---|---|---|---|")
+        for k in range(args.rounds):
+            for variant in args.variants:
+                r = measure_batches(args.preset, json.loads(variant), batches, args.precision)
+                rows.append({**r, "round": k + 1})
+                print(f"| {variant} | {r['params_m']} M | {k + 1} | {r['step_s']:.3f} | {r['audio_s_per_s']:.1f} |",
+                      flush=True)
+        if args.json:
+            args.json.write_text(json.dumps(rows, indent=1))
+        return
     for variant in args.variants:
         for batch in args.batches:
             r = measure(args.preset, json.loads(variant), batch, args.seconds, args.steps, args.precision)

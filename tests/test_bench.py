@@ -88,3 +88,24 @@ def test_the_step_benchmark_trains_exactly_what_asr_train_trains(tmp_path, tiny_
         assert result.updated and not result.skipped
     for (name, a), b in zip(components.raw_model.state_dict().items(), trainee.raw_model.state_dict().values()):
         assert torch.equal(a, b), name
+
+
+def test_the_step_benchmark_can_time_the_trainers_own_batches(tiny_corpus):
+    """`bench_cpu_step.py --corpus N`: the batches are the loader's (mixed lengths, each within the data preset's
+    max_batch_seconds, not the shortest first), and each variant gets the same ones."""
+    from benchmarks import step as bench_step
+
+    data = ["data=synthetic_tiny", "data.synth_preset=null", f"data.train_manifests=[{tiny_corpus['train']}]",
+            f"data.dev_manifests={{dev:{tiny_corpus['dev']}}}", "data.max_batch_seconds=8",
+            "data.max_duration=8"]
+    batches = bench_step.corpus_batches(3, data)
+    assert len(batches) == 3 and all(len(b) >= 1 for b in batches)
+    seconds = [b.wave_lengths.float() / 16000 for b in batches]
+    assert all(float(s.sum()) <= 8.0 for s in seconds)
+    assert len({round(float(x), 3) for s in seconds for x in s}) > 1  # mixed lengths, not generated ones
+    again = bench_step.corpus_batches(3, data)
+    assert [b.ids for b in again] == [b.ids for b in batches]
+    row = bench_step.measure_batches("small", {"rnn_hidden": 16, "rnn_layers": 2, "conv_channels": [4, 4]}, batches)
+    audio = sum(float(s.sum()) for s in seconds[1:])
+    assert row["seconds"] == round(audio, 1) and row["step_s"] > 0
+    assert row["audio_s_per_s"] == pytest.approx(audio / (2 * row["step_s"]), rel=0.01, abs=0.06)  # both rounded

@@ -148,6 +148,10 @@ class ModelConfig:
     # back to its width by a linear layer, are added to its output, so the layers above refine a first guess. Runs
     # in training and inference (adds vocab x width parameters); needs inter_ctc_weight > 0.
     self_condition: bool = False
+    # Output upsampling: the head emits this many CTC frames per encoder frame (a linear layer to k x C, reshaped), so
+    # the recurrent layers run at the conv's frame rate and CTC sees k times as many frames (e.g. 40 ms encoder
+    # frames, 20 ms CTC frames). 1 = off.
+    output_upsample: int = 1
 
     def __post_init__(self) -> None:
         self.rnn_type = RNNType.parse(self.rnn_type, "model.rnn_type")
@@ -165,6 +169,10 @@ class ModelConfig:
         for s in self.conv_time_strides:
             sub *= s
         check(sub in (2, 4), "model.conv_time_strides", f"product (time subsampling) must be 2 or 4, got {sub}")
+        check(self.output_upsample in (1, 2), "model.output_upsample",
+              f"must be 1 or 2 (CTC frames per encoder frame), got {self.output_upsample}")
+        check(self.output_upsample == 1 or self.bidirectional, "model.output_upsample",
+              "is not supported by streaming (unidirectional) models yet; set model.output_upsample=1")
         check(self.rnn_hidden >= 8 and self.rnn_layers >= 1, "model.rnn_hidden/rnn_layers", "must be >= 8 / >= 1")
         check(self.lookahead >= 0, "model.lookahead", "must be >= 0")
         check(not (self.bidirectional and self.lookahead), "model.lookahead",
@@ -190,11 +198,17 @@ class ModelConfig:
         return self.inter_ctc_layer if self.inter_ctc_layer is not None else (self.rnn_layers + 1) // 2
 
     @property
-    def subsampling(self) -> int:
+    def encoder_subsampling(self) -> int:
+        """Feature frames per encoder (recurrent) frame: the product of model.conv_time_strides."""
         sub = 1
         for s in self.conv_time_strides:
             sub *= s
         return sub
+
+    @property
+    def subsampling(self) -> int:
+        """Feature frames per output (CTC) frame: the encoder's subsampling over model.output_upsample."""
+        return self.encoder_subsampling // self.output_upsample
 
 
 @dataclass

@@ -55,10 +55,12 @@ def contract_digest(meta: dict[str, Any]) -> str:
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
-def frames_for_samples(num_samples: int, hop: int, conv_time_strides: list[int]) -> int:
-    """T' for num_samples samples: the front-end's frame count, then the conv subsampling's (the same arithmetic
-    as LogMel.output_lengths and AcousticModel.output_lengths, from the sidecar's numbers alone)."""
-    return int(subsampled_lengths(frame_lengths(torch.tensor([num_samples]), hop), conv_time_strides)[0])
+def frames_for_samples(num_samples: int, hop: int, conv_time_strides: list[int], output_upsample: int = 1) -> int:
+    """T' for num_samples samples: the front-end's frame count, then the conv subsampling's, times the head's output
+    upsampling (the same arithmetic as LogMel.output_lengths and AcousticModel.output_lengths, from the sidecar's
+    numbers alone)."""
+    frames = frame_lengths(torch.tensor([num_samples]), hop)
+    return int(subsampled_lengths(frames, conv_time_strides)[0]) * output_upsample
 
 
 class ExportedModel:
@@ -80,7 +82,8 @@ class ExportedModel:
             self.tokenizer = CharTokenizer(vocab=list(self.meta["vocab"]))
             self.format = str(self.meta["format"])
             self._strides = list(self.meta["model"]["conv_time_strides"])
-            self._hop = int(self.meta["samples_per_frame"]) // int(np.prod(self._strides))
+            self._upsample = int(self.meta["model"].get("output_upsample", 1))  # absent before the option existed
+            self._hop = int(self.meta["samples_per_frame"]) * self._upsample // int(np.prod(self._strides))
         except (ValueError, KeyError, TypeError) as exc:
             raise ExportError(f"{meta_path}: not a usable sidecar ({type(exc).__name__}: {exc}); re-export the "
                               f"model") from None
@@ -127,7 +130,7 @@ class ExportedModel:
 
     def output_frames(self, num_samples: int) -> int:
         """T' the model gives for num_samples samples (the front-end's and the conv subsampling's arithmetic)."""
-        return frames_for_samples(num_samples, self._hop, self._strides)
+        return frames_for_samples(num_samples, self._hop, self._strides, self._upsample)
 
     @torch.no_grad()
     def log_probs(self, waves: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -105,21 +105,30 @@ class Lookahead(nn.Module):
         return self.conv(y).transpose(1, 2)
 
 
-def intermediate_ctc(x: torch.Tensor, head: nn.Linear, cond: nn.Linear | None) -> tuple[torch.Tensor, torch.Tensor]:
+def upsample_frames(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Head output (B, T', k x C) -> (B, k x T', C): encoder frame t' gives output frames k t' .. k t' + k - 1."""
+    # Static sizes only (k and C), so traced / exported graphs keep T' dynamic.
+    return logits if k == 1 else logits.unflatten(-1, (k, -1)).flatten(1, 2)
+
+
+def intermediate_ctc(x: torch.Tensor, head: nn.Module, cond: nn.Linear | None, k: int = 1
+                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """Output x (B, T', D) of the intermediate CTC layer -> (the next layer's input (B, T', D), the layer's CTC
-    log-probs through the shared head (B, T', C) fp32). The next layer gets x itself, or with self-conditioning
-    (`cond`: C -> D) x + cond(posteriors); frame by frame, so padding frames cannot reach valid ones."""
-    log_probs = head(x).float().log_softmax(dim=-1)
+    log-probs through the shared head (B, k T', C) fp32, k = model.output_upsample). The next layer gets x itself, or
+    with self-conditioning (`cond`: k x C -> D) x + cond(posteriors of the encoder frame's k output frames); frame by
+    frame, so padding frames cannot reach valid ones."""
+    log_probs = upsample_frames(head(x), k).float().log_softmax(dim=-1)
     if cond is not None:
-        x = x + cond(log_probs.exp().to(x.dtype))
+        x = x + cond(log_probs.exp().to(x.dtype).reshape(x.shape[0], x.shape[1], -1))
     return x, log_probs
 
 
 class AcousticModel(nn.Module):
     """(feats (B, T, F), lengths (B,)) -> (log_probs (B, T', C) fp32, out_lengths (B,)).
 
-    conv subsampling (time / cfg.subsampling, freq / 2 per layer) -> cfg.rnn_layers recurrent layers
-    (bidirectional, or unidirectional + lookahead for streaming) -> linear head -> log_softmax.
+    conv subsampling (time / cfg.encoder_subsampling, freq / 2 per layer) -> cfg.rnn_layers recurrent layers
+    (bidirectional, or unidirectional + lookahead for streaming) -> linear head -> log_softmax; the head gives
+    cfg.output_upsample CTC frames per encoder frame, so T' = T / cfg.subsampling.
     Frames past out_lengths in log_probs are padding (finite, meaningless).
     """
 
@@ -127,7 +136,8 @@ class AcousticModel(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.vocab_size = vocab_size
-        self.subsampling = cfg.subsampling
+        self.subsampling = cfg.subsampling  # feature frames per output frame
+        self.upsample = cfg.output_upsample  # output frames per encoder frame
         self.conv = (VGGSubsampling(n_mels, cfg.conv_channels, cfg.conv_time_strides, cfg.conv_dropout)
                      if cfg.frontend == "vgg" else
                      ConvSubsampling(n_mels, cfg.conv_channels, cfg.conv_time_strides, cfg.conv_freq_strides,
@@ -141,22 +151,23 @@ class AcousticModel(nn.Module):
         self.lookahead = Lookahead(d, cfg.lookahead) if cfg.lookahead > 0 else None
         # The head: a linear layer, or (model.dnn_neurons > 0) CRDNN's DNN block before it, per frame. Intermediate
         # CTC reads its layer through the same head, DNN block included.
-        linear = nn.Linear(cfg.dnn_neurons or d, vocab_size)
+        linear = nn.Linear(cfg.dnn_neurons or d, vocab_size * cfg.output_upsample)
         self.head = linear if not cfg.dnn_neurons else nn.Sequential(
             nn.Linear(d, cfg.dnn_neurons), nn.LayerNorm(cfg.dnn_neurons), nn.LeakyReLU(), nn.Dropout(cfg.dropout),
             linear)
         # Self-conditioned CTC: posteriors (C) of the intermediate layer back to its width (D).
-        self.inter_cond = nn.Linear(vocab_size, layers[cfg.inter_layer - 1].out_dim) if cfg.self_condition else None
+        self.inter_cond = (nn.Linear(vocab_size * cfg.output_upsample, layers[cfg.inter_layer - 1].out_dim)
+                           if cfg.self_condition else None)
 
     def output_lengths(self, lengths: torch.Tensor) -> torch.Tensor:
         """T' for input lengths T (B,): exactly the out_lengths forward() returns."""
-        return self.conv.output_lengths(lengths)
+        return self.conv.output_lengths(lengths) * self.upsample
 
     def future_frames(self) -> int | None:
         """Input frames of future context an output frame sees (None: bidirectional = whole utterance)."""
         if self.cfg.bidirectional:
             return None
-        return self.conv.future_frames() + self.cfg.lookahead * self.subsampling
+        return self.conv.future_frames() + self.cfg.lookahead * self.cfg.encoder_subsampling
 
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
@@ -169,8 +180,9 @@ class AcousticModel(nn.Module):
             ahead += f", self-conditioned CTC at layer {c.inter_layer}"
         fut = self.future_frames()
         ctx = "" if fut is None else f", future context {fut} frames"
+        up = f", CTC frames x{self.upsample}" if self.upsample > 1 else ""
         return (f"AcousticModel '{c.name}': {len(c.conv_channels)} conv {list(c.conv_channels)} ch "
-                f"(time /{self.subsampling}), {c.rnn_layers} x {rnn}{ahead}, vocab {self.vocab_size}{ctx}: "
+                f"(time /{c.encoder_subsampling}{up}), {c.rnn_layers} x {rnn}{ahead}, vocab {self.vocab_size}{ctx}: "
                 f"{self.num_parameters() / 1e6:.2f} M parameters")
 
     def stream_step(self, feats: torch.Tensor, window: ConvWindow, t0: torch.Tensor, frames: torch.Tensor,
@@ -205,10 +217,11 @@ class AcousticModel(nn.Module):
         for i, layer in enumerate(self.rnns, start=1):
             x = layer(x, out_lengths)
             if i == self.cfg.inter_layer and (intermediate or self.inter_cond is not None):
-                x, inter_log_probs = intermediate_ctc(x, self.head, self.inter_cond)
+                x, inter_log_probs = intermediate_ctc(x, self.head, self.inter_cond, self.upsample)
                 inter = inter_log_probs if intermediate else None
         if self.lookahead is not None:
             x = self.lookahead(x, out_lengths)
-        logits = self.head(x)  # (B, T', C)
+        logits = upsample_frames(self.head(x), self.upsample)  # (B, k T', C)
         log_probs = logits.float().log_softmax(dim=-1)
+        out_lengths = out_lengths * self.upsample
         return (log_probs, out_lengths) if inter is None else (log_probs, out_lengths, inter)

@@ -72,6 +72,32 @@ def measure(preset: str, override: Optional[dict], batch: int, seconds: float, s
             "audio_s_per_s": round(batch * seconds / per_step, 1)}
 
 
+def corpus_batches(count: int, data_overrides: Optional[list[str]] = None) -> list[Batch]:
+    """The first `count` batches the trainer's own loader gives on the demo corpus (the data preset's 36-s buckets of
+    1-7 s utterances, shuffled: sortagrad off, so not the shortest first), read once and shared by every variant."""
+    import itertools
+    import tempfile
+    from pathlib import Path
+
+    from asr.train.components import build
+
+    overrides = ["data.sortagrad=false", "data.num_workers=0"] + list(data_overrides or [])
+    cfg = to_object(compose("train", overrides), TrainConfig)
+    with tempfile.TemporaryDirectory() as tmp:
+        loader = build(cfg, Path(tmp) / "run").train_loader
+        return list(itertools.islice(iter(loader), count))
+
+
+def measure_batches(preset: str, override: Optional[dict], batches: list[Batch], precision: str = "fp32") -> dict:
+    """Mean seconds per step over batches[1:] (batches[0] warms up) and real (unpadded) audio-s/s."""
+    run = trainee(preset, override, precision)
+    per_step = timed_steps(run, batches) / (len(batches) - 1)
+    audio = sum(float(b.wave_lengths.sum()) for b in batches[1:]) / 16000
+    return {"preset": preset, "override": override or {}, "batch": "corpus", "seconds": round(audio, 1),
+            "params_m": round(run.raw_model.num_parameters() / 1e6, 2), "step_s": round(per_step, 4),
+            "audio_s_per_s": round(audio / (per_step * (len(batches) - 1)), 1)}
+
+
 def run(quick: bool, scales: list[int]) -> list[Row]:
     """small and large presets, batch of `scale` x 4 utterances of 4 s (large: fewer, it is 14x the compute)."""
     rows = []

@@ -166,3 +166,33 @@ def test_files_exported_before_the_digest_still_have_their_vocabulary_checked(ex
     load_exported(_copy_with_sidecar(exported, tmp_path / "same", lambda meta: None))  # its own sidecar: fine
     with pytest.raises(ExportError, match=r"its vocabulary has \d+ symbols but model\.\w+ outputs \d+ classes"):
         load_exported(_copy_with_sidecar(exported, tmp_path / "short", _shorter))
+
+
+@pytest.fixture(scope="module")
+def upsampled_run(tiny_corpus, tmp_path_factory):
+    """deploy_run's twin with model.output_upsample=2: {"run": run dir, "utts": the memorised utterances}."""
+    from conftest import train_memorizer
+
+    run = tmp_path_factory.mktemp("upsampled") / "run"
+    return {"run": run, "utts": train_memorizer(tiny_corpus, run, output_upsample=2)}
+
+
+@pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
+def test_an_output_upsampled_model_exports_with_its_frame_rate(fmt, upsampled_run, tmp_path):
+    """model.output_upsample=2: the exported graph gives 2 CTC frames per encoder frame, the sidecar's frame stride
+    is the CTC frame's (hop x 4 / 2 = 320 samples), and the runtime's frame arithmetic matches the graph's output
+    on utterances alone and padded; the transcripts are the memorised ones."""
+    utts = upsampled_run["utts"]
+    loaded = load_model(upsampled_run["run"], "cpu")
+    waves = [load_audio(u.audio_filepath, loaded.sample_rate) for u in utts]
+    out = tmp_path / ("model.onnx" if fmt == "onnx" else "model.pt")
+    meta = export(loaded, fmt, out, waves, TOLERANCE)
+    assert meta["samples_per_frame"] == 320 and meta["model"]["output_upsample"] == 2
+    runtime = load_exported(out, threads=1)
+    batch, lengths = pad_waves(waves)
+    lp, n = runtime.log_probs(batch, lengths)
+    ref_lp, ref_n = loaded.log_probs(batch, lengths)
+    assert torch.equal(n, ref_n)
+    for k, w in enumerate(waves):
+        assert runtime.output_frames(w.numel()) == int(n[k]) == 2 * (int(n[k]) // 2)
+    assert greedy_decode(lp, n, runtime.tokenizer) == [u.text for u in utts]

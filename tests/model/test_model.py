@@ -50,11 +50,14 @@ VARIANTS = {
     "vgg_dnn": tiny(frontend="vgg", dnn_neurons=10, rnn_layers=3, inter_ctc_weight=0.3, self_condition=True),
     "vgg_one_pool": tiny(frontend="vgg", conv_channels=[4, 4], conv_time_strides=[1, 2], rnn_layers=1),
     "no_layer_norm": tiny(rnn_layer_norm=False),
+    "upsampled": tiny(output_upsample=2),
+    "upsampled_self_conditioned": tiny(rnn_layers=3, inter_ctc_weight=0.3, self_condition=True, output_upsample=2,
+                                       dnn_neurons=10),
 }
 
 
 @pytest.mark.parametrize("name", ["bilstm", "one_conv_x2", "three_convs_x2", "full_rate_first_conv", "vgg_dnn",
-                                  "vgg_one_pool"])
+                                  "vgg_one_pool", "upsampled"])
 def test_output_lengths_exact_for_odd_and_even_lengths(name):
     model = build(VARIANTS[name])
     lengths = list(range(1, 51))
@@ -69,7 +72,8 @@ def test_output_lengths_exact_for_odd_and_even_lengths(name):
 
 
 @pytest.mark.parametrize("name", ["bilstm", "bigru", "lstm_lookahead", "three_convs_x2", "full_rate_first_conv",
-                                  "self_conditioned", "vgg_dnn", "vgg_one_pool", "no_layer_norm"])
+                                  "self_conditioned", "vgg_dnn", "vgg_one_pool", "no_layer_norm", "upsampled",
+                                  "upsampled_self_conditioned"])
 def test_padded_batch_equals_each_utterance_alone(name):
     model = build(VARIANTS[name])
     x, L = padded_batch([37, 50, 12, 1, 2, 23, 49])
@@ -304,3 +308,40 @@ def test_one_recurrent_layer_with_intermediate_ctc_names_the_key_the_user_set():
     assert msg.startswith("model.rnn_layers: 1 recurrent layer leaves none below the last for intermediate CTC")
     assert "model.rnn_layers >= 2" in msg and "model.inter_ctc_weight=0" in msg and "inter_ctc_layer" not in msg
     tiny(rnn_layers=1, inter_ctc_weight=0.0)  # the way out works
+
+
+def test_output_upsampling_gives_each_encoder_frame_k_ctc_frames():
+    """Oracle: a plain model whose head is copied into both halves of the upsampled model's head gives every frame
+    twice (frames 2t and 2t + 1 = the plain frame t); with distinct halves, frame 2t reads the first C outputs of
+    the head and 2t + 1 the next C. Lengths double; the output frame stride halves."""
+    plain = build(tiny(inter_ctc_weight=0.3))
+    up = build(tiny(inter_ctc_weight=0.3, output_upsample=2))
+    assert up.cfg.subsampling == 2 and up.cfg.encoder_subsampling == 4 and "CTC frames x2" in up.describe()
+    state = plain.state_dict()
+    state["head.weight"] = state["head.weight"].repeat(2, 1)
+    state["head.bias"] = state["head.bias"].repeat(2)
+    up.load_state_dict(state)
+    x, L = padded_batch([30, 17, 5])
+    with torch.no_grad():
+        lp, out, inter = plain(x, L, intermediate=True)
+        lp2, out2, inter2 = up(x, L, intermediate=True)
+        assert torch.equal(out2, 2 * out) and torch.equal(up.output_lengths(L), out2)
+        torch.testing.assert_close(lp2, lp.repeat_interleave(2, dim=1))
+        torch.testing.assert_close(inter2, inter.repeat_interleave(2, dim=1))
+        up.head.bias[VOCAB:] += torch.arange(VOCAB, dtype=torch.float32)  # the second frame of each pair differs
+        lp3, _ = up(x, L)
+        torch.testing.assert_close(lp3[:, 0::2], lp)
+        h, n = plain.conv(x, L.clamp(max=x.shape[1]))
+        for layer in plain.rnns:
+            h = layer(h, n)
+        logits = h @ up.head.weight[VOCAB:].T + up.head.bias[VOCAB:]
+        torch.testing.assert_close(lp3[:, 1::2], logits.log_softmax(-1))  # the odd frames by hand: second half
+
+
+@pytest.mark.parametrize("kw, message", [({"output_upsample": 3}, "must be 1 or 2"),
+                                         ({"output_upsample": 2, "bidirectional": False}, "streaming")])
+def test_output_upsampling_settings_are_validated(kw, message):
+    from asr.config import ConfigError
+
+    with pytest.raises(ConfigError, match=f"model.output_upsample.*{message}"):
+        tiny(**kw)
