@@ -40,34 +40,40 @@ def main() -> None:
     p.add_argument("--json", type=Path, help="also write the rows here")
     args = p.parse_args()
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, {os.cpu_count()} cores")
+    rows = corpus_rows(args) if args.corpus else generated_rows(args)
+    if args.json:
+        args.json.write_text(json.dumps(rows, indent=1))
+
+
+def corpus_rows(args: argparse.Namespace) -> list[dict]:
+    """Every variant on the same args.corpus loader batches (+1 warm-up), args.rounds times, interleaved."""
+    batches = corpus_batches(args.corpus + 1)
+    audio = sum(float(b.wave_lengths.sum()) for b in batches[1:]) / 16000
+    print(f"demo corpus: {len(batches) - 1} batches of the trainer's loader, {audio:.0f} s of audio (+1 warm-up)\n")
+    print("| variant | params | round | step s | audio-s/s |")
+    print("|---|---|---|---|---|")
+    rows = []
+    for k in range(args.rounds):
+        for variant in args.variants:
+            r = {**measure_batches(args.preset, json.loads(variant), batches, args.precision), "round": k + 1}
+            rows.append(r)
+            print(f"| {variant} | {r['params_m']} M | {k + 1} | {r['step_s']:.3f} | {r['audio_s_per_s']:.1f} |",
+                  flush=True)
+    return rows
+
+
+def generated_rows(args: argparse.Namespace) -> list[dict]:
+    """Every variant on generated batches of args.batches utterances of args.seconds."""
     print("| variant | params | batch | step s | audio-s/s |")
     print("|---|---|---|---|---|")
     rows = []
-    if args.corpus:
-        batches = corpus_batches(args.corpus + 1)
-        audio = sum(float(b.wave_lengths.sum()) for b in batches[1:]) / 16000
-        print(f"demo corpus: {len(batches) - 1} batches of the trainer's loader, {audio:.0f} s of audio "
-              f"(+1 warm-up)\n")
-        print("| variant | params | round | step s | audio-s/s |")
-        print("|---|---|---|---|---|")
-        for k in range(args.rounds):
-            for variant in args.variants:
-                r = measure_batches(args.preset, json.loads(variant), batches, args.precision)
-                rows.append({**r, "round": k + 1})
-                print(f"| {variant} | {r['params_m']} M | {k + 1} | {r['step_s']:.3f} | {r['audio_s_per_s']:.1f} |",
-                      flush=True)
-        if args.json:
-            args.json.write_text(json.dumps(rows, indent=1))
-        return
     for variant in args.variants:
         for batch in args.batches:
             r = measure(args.preset, json.loads(variant), batch, args.seconds, args.steps, args.precision)
             rows.append(r)
             print(f"| {variant} | {r['params_m']} M | {batch} x {args.seconds:g} s | {r['step_s']:.3f} | "
                   f"{r['audio_s_per_s']:.1f} |", flush=True)
-    if args.json:
-        args.json.write_text(json.dumps(rows, indent=1))
-
+    return rows
 
 if __name__ == "__main__":
     main()
