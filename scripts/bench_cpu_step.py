@@ -23,7 +23,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from benchmarks.step import corpus_batches, measure, measure_batches  # noqa: E402
+from benchmarks.step import audio_seconds, corpus_batches, measure, measure_batches  # noqa: E402
 
 
 def main() -> None:
@@ -48,8 +48,8 @@ def main() -> None:
 def corpus_rows(args: argparse.Namespace) -> list[dict]:
     """Every variant on the same args.corpus loader batches (+1 warm-up), args.rounds times, interleaved."""
     batches = corpus_batches(args.corpus + 1)
-    audio = sum(float(b.wave_lengths.sum()) for b in batches[1:]) / 16000
-    print(f"demo corpus: {len(batches) - 1} batches of the trainer's loader, {audio:.0f} s of audio (+1 warm-up)\n")
+    print(f"demo corpus: {len(batches) - 1} batches of the trainer's loader, {audio_seconds(batches[1:]):.0f} s of "
+          f"audio (+1 warm-up)\n")
     print("| variant | params | round | step s | audio-s/s |")
     print("|---|---|---|---|---|")
     rows = []
@@ -74,6 +74,7 @@ def generated_rows(args: argparse.Namespace) -> list[dict]:
             print(f"| {variant} | {r['params_m']} M | {batch} x {args.seconds:g} s | {r['step_s']:.3f} | "
                   f"{r['audio_s_per_s']:.1f} |", flush=True)
     return rows
+
 
 if __name__ == "__main__":
     main()

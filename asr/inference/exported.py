@@ -129,7 +129,8 @@ class ExportedModel:
         return f"{self.format} export of {self.meta.get('description', 'an acoustic model')} ({self.path.name})"
 
     def output_frames(self, num_samples: int) -> int:
-        """T' the model gives for num_samples samples (the front-end's and the conv subsampling's arithmetic)."""
+        """T' the model gives for num_samples samples (the front-end's, the conv subsampling's and the head's output
+        upsampling's arithmetic)."""
         return frames_for_samples(num_samples, self._hop, self._strides, self._upsample)
 
     @torch.no_grad()

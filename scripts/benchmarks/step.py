@@ -19,7 +19,7 @@ from asr.train.components import Trainee, build_trainee
 from asr.train.state import TrainState
 from asr.train.step import train_step
 
-from .common import Row
+from .common import SAMPLE_RATE, Row
 
 
 def trainee(preset: str = "small", override: Optional[dict] = None, precision: str = "fp32",
@@ -40,7 +40,7 @@ def _hydra_value(v) -> str:
 
 def generated_batch(batch: int, seconds: float, chars_per_s: float = 12.0, vocab: int = 29) -> Batch:
     """`batch` utterances of `seconds` of noise with random transcripts of `chars_per_s` characters a second."""
-    samples = int(seconds * 16000)
+    samples = int(seconds * SAMPLE_RATE)
     units = int(seconds * chars_per_s)
     return Batch(ids=[f"gen-{i}" for i in range(batch)], waves=torch.randn(batch, samples) * 0.1,
                  wave_lengths=torch.full((batch,), samples), targets=torch.randint(1, vocab, (batch, units)),
@@ -64,12 +64,9 @@ def timed_steps(run: Trainee, batches: list[Batch]) -> float:
 def measure(preset: str, override: Optional[dict], batch: int, seconds: float, steps: int,
             precision: str = "fp32") -> dict:
     """Mean seconds per step over `steps` timed steps after one warm-up step, and audio-s/s."""
-    run = trainee(preset, override, precision)
+    torch.manual_seed(0)  # the same noise every call (the trainee is seeded again before its weights are drawn)
     data = generated_batch(batch, seconds, vocab=CharTokenizer().size)
-    per_step = timed_steps(run, [data] * (steps + 1)) / steps
-    return {"preset": preset, "override": override or {}, "batch": batch, "seconds": seconds,
-            "params_m": round(run.raw_model.num_parameters() / 1e6, 2), "step_s": round(per_step, 4),
-            "audio_s_per_s": round(batch * seconds / per_step, 1)}
+    return {**measure_batches(preset, override, [data] * (steps + 1), precision), "batch": batch, "seconds": seconds}
 
 
 def corpus_batches(count: int, data_overrides: Optional[list[str]] = None) -> list[Batch]:
@@ -88,14 +85,19 @@ def corpus_batches(count: int, data_overrides: Optional[list[str]] = None) -> li
         return list(itertools.islice(iter(loader), count))
 
 
+def audio_seconds(batches: list[Batch]) -> float:
+    """Seconds of real (unpadded) audio in `batches`."""
+    return sum(float(b.wave_lengths.sum()) for b in batches) / SAMPLE_RATE
+
+
 def measure_batches(preset: str, override: Optional[dict], batches: list[Batch], precision: str = "fp32") -> dict:
     """Mean seconds per step over batches[1:] (batches[0] warms up) and real (unpadded) audio-s/s."""
     run = trainee(preset, override, precision)
-    per_step = timed_steps(run, batches) / (len(batches) - 1)
-    audio = sum(float(b.wave_lengths.sum()) for b in batches[1:]) / 16000
+    spent = timed_steps(run, batches)
+    audio = audio_seconds(batches[1:])
     return {"preset": preset, "override": override or {}, "batch": "corpus", "seconds": round(audio, 1),
-            "params_m": round(run.raw_model.num_parameters() / 1e6, 2), "step_s": round(per_step, 4),
-            "audio_s_per_s": round(audio / (per_step * (len(batches) - 1)), 1)}
+            "params_m": round(run.raw_model.num_parameters() / 1e6, 2), "step_s": round(spent / (len(batches) - 1), 4),
+            "audio_s_per_s": round(audio / spent, 1)}
 
 
 def run(quick: bool, scales: list[int]) -> list[Row]:
