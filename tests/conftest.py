@@ -129,10 +129,10 @@ def keep_logging():
 
 
 def train_memorizer(tiny_corpus: dict, run_dir: Path, count: int = 3, steps: int = 300, features: dict | None = None,
-                    **model) -> list:
+                    first: int = 0, **model) -> list:
     """Train a tiny model until it has memorised the first `count` training utterances of the tiny corpus
     (300 steps, ~7 s on one core; deterministic) so deployment tests have real, non-empty transcripts to compare.
-    Returns those utterances; their text is what the model says."""
+    Returns those utterances (`count` of them from the `first`); their text is what the model says."""
     from asr.config import (
         AugmentConfig,
         DataConfig,
@@ -145,7 +145,7 @@ def train_memorizer(tiny_corpus: dict, run_dir: Path, count: int = 3, steps: int
     from asr.data.manifest import read_manifest, write_manifest
     from asr.train import loop as train
 
-    utts = read_manifest(tiny_corpus["train"])[:count]
+    utts = read_manifest(tiny_corpus["train"])[first:first + count]
     manifest = run_dir.parent / f"{run_dir.name}.jsonl"
     write_manifest(manifest, utts)
     model_cfg = dict(conv_channels=[8, 8], rnn_hidden=64, rnn_layers=1, dropout=0.0)
@@ -176,3 +176,13 @@ def streaming_run(tiny_corpus, tmp_path_factory) -> dict:
     run = tmp_path_factory.mktemp("deploy_streaming") / "run"
     return {"run": run, "utts": train_memorizer(tiny_corpus, run, features={"normalize": "none"}, rnn_layers=2,
                                                 bidirectional=False, lookahead=2)}
+
+
+@pytest.fixture(scope="session")
+def piece_run(tiny_corpus, tmp_path_factory) -> dict:
+    """deploy_run's subword twin: SentencePiece pieces learned from its three transcripts and 80 ms output frames
+    (three stride-2 convs), as a subword preset would train. Pieces learned from three sentences are nearly
+    letters, too many for the first speaker's fast utterances at 80 ms, so these are the second speaker's."""
+    run = tmp_path_factory.mktemp("deploy_pieces") / "run"
+    return {"run": run, "utts": train_memorizer(tiny_corpus, run, first=12, tokenizer="sentencepiece", vocab_size=64,
+                                                conv_channels=[8, 8, 8], conv_time_strides=[2, 2, 2])}

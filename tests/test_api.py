@@ -107,6 +107,24 @@ def test_load_and_transcribe_files_lists_and_waveforms(deploy_run):
         rec.transcribe("nope.wav")
 
 
+def test_a_subword_model_transcribes_with_every_decoder_and_word_times(piece_run, tmp_path):
+    """Pieces through the whole pipeline: greedy, beam, and beam + a word LM whose lexicon is spelled in pieces;
+    words and their times come from the pieces' alignment."""
+    from asr.decoding.ngram import build_arpa
+
+    utts = piece_run["utts"]
+    write_manifest(tmp_path / "texts.jsonl", utts)
+    lm = build_arpa(tmp_path / "texts.jsonl", 2, tmp_path / "lm.arpa")
+    for decoder in ("greedy", "beam", "beam_lm"):
+        rec = asr.load(piece_run["run"], decoder=decoder, lm_path=str(lm) if decoder == "beam_lm" else None)
+        out = rec.transcribe([u.audio_filepath for u in utts])
+        assert [t.text for t in out] == [u.text for u in utts], decoder
+        for t in out:
+            assert [w.word for w in t.words] == t.text.split()
+            assert all(0 <= a.start <= a.end <= b.start for a, b in zip(t.words, t.words[1:]))
+            assert t.words[-1].end <= t.duration
+
+
 def test_an_export_carries_the_recorded_lm_and_weights(tuned):
     from asr.export.cli import main as export
 

@@ -93,7 +93,11 @@ def test_the_step_benchmark_trains_exactly_what_asr_train_trains(tmp_path, tiny_
 def test_the_step_benchmark_can_time_the_trainers_own_batches(tiny_corpus):
     """`bench_cpu_step.py --corpus N`: the batches are the loader's (mixed lengths, each within the data preset's
     max_batch_seconds, not the shortest first), and each variant gets the same ones."""
+    import torch
     from benchmarks import step as bench_step
+
+    from asr.data.manifest import read_manifest
+    from asr.text import train_pieces
 
     data = ["data=synthetic_tiny", "data.synth_preset=null", f"data.train_manifests=[{tiny_corpus['train']}]",
             f"data.dev_manifests={{dev:{tiny_corpus['dev']}}}", "data.max_batch_seconds=8",
@@ -109,3 +113,15 @@ def test_the_step_benchmark_can_time_the_trainers_own_batches(tiny_corpus):
     audio = sum(float(s.sum()) for s in seconds[1:])
     assert row["seconds"] == round(audio, 1) and row["step_s"] > 0
     assert row["audio_s_per_s"] == pytest.approx(audio / (2 * row["step_s"]), rel=0.01, abs=0.06)  # both rounded
+    # A subword variant is timed on its own targets: the same transcripts in pieces (oracle: they decode back).
+    pieces = {"tokenizer": "sentencepiece", "vocab_size": 64, "conv_channels": [4, 4, 4],
+              "conv_time_strides": [2, 2, 2], "rnn_hidden": 16, "rnn_layers": 2}
+    cfg = bench_step.train_config("small", pieces)
+    retargeted = bench_step.with_piece_targets(batches, cfg, [tiny_corpus["train"]])
+    tok = train_pieces([u.text for u in read_manifest(tiny_corpus["train"])], 64)
+    for a, b in zip(batches, retargeted):
+        assert b.texts == a.texts and torch.equal(b.waves, a.waves) and torch.equal(b.wave_lengths, a.wave_lengths)
+        assert [tok.ids_to_text(t[:n].tolist()) for t, n in zip(b.targets, b.target_lengths)] == a.texts
+        assert int(b.target_lengths.sum()) < int(a.target_lengths.sum())
+    row = bench_step.measure_batches("small", pieces, batches, piece_manifests=[tiny_corpus["train"]])
+    assert row["step_s"] > 0 and row["params_m"] > 0

@@ -38,12 +38,15 @@ def test_mutable_defaults_are_not_shared():
 
 
 @pytest.mark.parametrize("make, key", [
-    (lambda: ModelConfig(conv_channels=[32, 32, 32], conv_time_strides=[2, 2, 2]), "model.conv_time_strides"),
+    (lambda: ModelConfig(conv_channels=[32] * 4, conv_time_strides=[2, 2, 2, 2]), "model.conv_time_strides"),
     (lambda: ModelConfig(conv_channels=[32], conv_time_strides=[3]), "model.conv_time_strides"),
     (lambda: ModelConfig(conv_channels=[32, 32], conv_time_strides=[2]), "model.conv_time_strides"),
     (lambda: ModelConfig(conv_channels=[32, 32], conv_freq_strides=[2]), "model.conv_freq_strides"),
     (lambda: ModelConfig(conv_channels=[32, 32], conv_freq_strides=[2, 3]), "model.conv_freq_strides"),
     (lambda: ModelConfig(rnn_type="transformer"), "model.rnn_type"),
+    (lambda: ModelConfig(tokenizer="bpe"), "model.tokenizer"),
+    (lambda: ModelConfig(piece_model="wordpiece"), "model.piece_model"),
+    (lambda: ModelConfig(vocab_size=20), "model.vocab_size"),
     (lambda: ModelConfig(lookahead=2), "model.lookahead"),
     (lambda: ModelConfig(dropout=1.0), "model.dropout"),
     (lambda: DataConfig(max_duration=200.0), "data.max_duration"),
@@ -71,8 +74,8 @@ def test_cross_field_errors_name_the_key(make, key):
 
 
 def test_error_states_the_legal_range():
-    with pytest.raises(ConfigError, match="must be 2 or 4, got 8"):
-        ModelConfig(conv_channels=[8, 8, 8], conv_time_strides=[2, 2, 2])
+    with pytest.raises(ConfigError, match="must be 2, 4 or 8, got 16"):
+        ModelConfig(conv_channels=[8] * 4, conv_time_strides=[2, 2, 2, 2])
     with pytest.raises(ConfigError, match=r"max_batch_seconds \(120.0\)"):
         DataConfig(max_duration=121.0)
 
@@ -81,11 +84,12 @@ def test_legal_subsampling_layouts():
     assert ModelConfig(conv_channels=[32], conv_time_strides=[2]).subsampling == 2
     assert ModelConfig(conv_channels=[32], conv_time_strides=[4]).subsampling == 4
     assert ModelConfig(conv_channels=[32, 32], conv_time_strides=[1, 4]).subsampling == 4
+    assert ModelConfig(conv_channels=[32] * 3, conv_time_strides=[2, 2, 2]).subsampling == 8  # for subword pieces
     assert ModelConfig(bidirectional=False, lookahead=3).lookahead == 3
 
 
 @pytest.mark.parametrize("overrides, key", [
-    ({"model": {"conv_time_strides": [2, 2, 2], "conv_channels": [8, 8, 8]}}, "model.conv_time_strides"),
+    ({"model": {"conv_time_strides": [2, 2, 2, 2], "conv_channels": [8] * 4}}, "model.conv_time_strides"),
     ({"data": {"max_duration": 500.0}}, "data.max_duration"),
     ({"model": {"hidden": 512}}, "model.hidden"),  # unknown key (typo of rnn_hidden)
     ({"bogus": 1}, "bogus"),

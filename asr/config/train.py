@@ -14,6 +14,16 @@ class Normalize(Choice):
     none = "none"
 
 
+class Units(Choice):
+    char = "char"  # letters, apostrophe and space (29 classes with the blank)
+    sentencepiece = "sentencepiece"  # subword pieces learned from the training transcripts (asr/text/pieces.py)
+
+
+class PieceModel(Choice):
+    unigram = "unigram"  # SentencePiece's unigram language model
+    bpe = "bpe"  # byte-pair encoding
+
+
 class RNNType(Choice):
     lstm = "lstm"
     gru = "gru"
@@ -127,6 +137,9 @@ class DataConfig:
 @dataclass
 class ModelConfig:
     name: str = "small"  # preset label
+    tokenizer: Units = Units.char  # output units: char, or sentencepiece (learned from the training transcripts)
+    vocab_size: int = 256  # tokenizer=sentencepiece: pieces, at most (plus the blank); small corpora may give fewer
+    piece_model: PieceModel = PieceModel.unigram  # tokenizer=sentencepiece: unigram or bpe
     frontend: FrontEnd = FrontEnd.conv  # conv (strided convs) or vgg (conv blocks + max-pool)
     conv_channels: list[int] = field(default_factory=lambda: [32, 32])  # one 2-D conv layer (vgg: block) per entry
     conv_time_strides: list[int] = field(default_factory=lambda: [2, 2])  # time stride per conv; product = subsampling
@@ -155,6 +168,10 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self.rnn_type = RNNType.parse(self.rnn_type, "model.rnn_type")
+        self.tokenizer = Units.parse(self.tokenizer, "model.tokenizer")
+        self.piece_model = PieceModel.parse(self.piece_model, "model.piece_model")
+        check(self.vocab_size >= 32, "model.vocab_size", f"must be >= 32 (the 27 characters need a piece each), got "
+              f"{self.vocab_size}")
         self.frontend = FrontEnd.parse(self.frontend, "model.frontend")
         check(self.dnn_neurons >= 0, "model.dnn_neurons", "must be >= 0 (0: no DNN block)")
         check(self.frontend == "conv" or self.conv_freq_strides is None, "model.conv_freq_strides",
@@ -168,7 +185,8 @@ class ModelConfig:
         sub = 1
         for s in self.conv_time_strides:
             sub *= s
-        check(sub in (2, 4), "model.conv_time_strides", f"product (time subsampling) must be 2 or 4, got {sub}")
+        check(sub in (2, 4, 8), "model.conv_time_strides", f"product (time subsampling) must be 2, 4 or 8, got {sub} "
+              "(8 suits model.tokenizer=sentencepiece: pieces are about half as many as characters)")
         check(self.output_upsample in (1, 2), "model.output_upsample",
               f"must be 1 or 2 (CTC frames per encoder frame), got {self.output_upsample}")
         check(self.output_upsample == 1 or self.bidirectional, "model.output_upsample",

@@ -26,7 +26,7 @@ from asr.data.manifest import Utterance
 from asr.errors import UserError
 from asr.lengths import pad_waves
 from asr.model.augment import add_noise, speed_perturb
-from asr.text import CharTokenizer
+from asr.text import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +88,7 @@ class AudioDataset(Dataset):
     Transcripts must already be normalized (manifests store normalized text).
     """
 
-    def __init__(self, utts: list[Utterance], tokenizer: CharTokenizer, sample_rate: int = 16000,
+    def __init__(self, utts: list[Utterance], tokenizer: Tokenizer, sample_rate: int = 16000,
                  speed_perturb: Sequence[float] = (), noise_snr_db: float | None = None, seed: int = 0,
                  speed_per_batch: bool = False):
         self.utts = list(utts)

@@ -26,6 +26,11 @@ tests/decoding/test_beam.py:
   ("C A T |"), which lets a final letter be held over several frames, so the last word of an utterance, which our
   models end without a space, needs a boundary after it: `decode` appends one frame of certain silence to each
   utterance in lexicon mode (its score is 0, so it changes no ranking), and drops it from the timings.
+* Subword pieces (asr.text.PieceTokenizer) have no boundary token: a word starts at a "▁" piece. The silence
+  token is then the blank, spellings are the word's pieces alone, and a completed word returns the search to the
+  lexicon's root, where the next word's first piece can follow at once. The root does not take a repeat of the
+  piece that completed a word, so a final piece held over two frames must give way to a blank (CTC models emit a
+  piece in one frame and blanks around it; the appended end frame is then a certain blank).
 * Returned token lists begin with the start state's silence (timestep 0) and end with the end-of-utterance silence
   (timestep T'+1); a token's timestep is its frame + 1. `decode_with_timesteps` removes both and shifts the rest.
 """
@@ -50,7 +55,7 @@ import torch
 
 from asr.decoding.arpa import UNK, LMError, check_lm_files, unigram_words
 from asr.errors import UserError
-from asr.text import CharTokenizer
+from asr.text import CharTokenizer, Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -70,30 +75,39 @@ class BeamHypothesis:
     score: float
 
 
-def flashlight_tokens(tokenizer: CharTokenizer) -> list[str]:
-    """Our vocabulary as flashlight token names: "<blank>" -> BLANK_NAME, " " -> SIL_NAME, same order (same ids)."""
-    if " " not in tokenizer.vocab:
-        raise UserError("the tokenizer has no space token; beam search needs it as the word boundary")
+def flashlight_tokens(tokenizer: Tokenizer) -> list[str]:
+    """Our vocabulary as flashlight token names: "<blank>" -> BLANK_NAME, the word boundary (characters: " ") ->
+    SIL_NAME, same order (same ids)."""
     taken = {BLANK_NAME, SIL_NAME} & set(tokenizer.vocab)
     if taken:
         raise UserError(f"vocabulary symbols {sorted(taken)} are reserved for flashlight's blank and silence names")
-    names = {tokenizer.vocab[0]: BLANK_NAME, " ": SIL_NAME}
+    names = {tokenizer.vocab[0]: BLANK_NAME}
+    if tokenizer.word_boundary is not None:
+        names[tokenizer.word_boundary] = SIL_NAME
     return [names.get(tok, tok) for tok in tokenizer.vocab]
 
 
-def spell(word: str) -> list[str]:
-    """Flashlight spelling of a word: its characters, then the word boundary ("CAT" -> C A T |)."""
-    return [*word, SIL_NAME]
+def silence_name(tokenizer: Tokenizer) -> str:
+    """Flashlight's silence token for this vocabulary: the word boundary, or the blank when there is none (pieces)."""
+    return SIL_NAME if tokenizer.word_boundary is not None else BLANK_NAME
 
 
-def write_lexicon(words: Iterable[str], path: str | Path) -> int:
-    """Write a flashlight lexicon ("CAT\tC A T |" per line), each distinct word once; return the number written."""
+def spell(word: str, tokenizer: Optional[Tokenizer] = None) -> list[str]:
+    """Flashlight spelling of a word: characters then the boundary ("CAT" -> C A T |), or its pieces (▁CAT S)."""
+    tokenizer = tokenizer or CharTokenizer()
+    names = {" ": SIL_NAME} if tokenizer.word_boundary is not None else {}
+    return [names.get(sym, sym) for sym in tokenizer.spell(word)]
+
+
+def write_lexicon(words: Iterable[str], path: str | Path, tokenizer: Optional[Tokenizer] = None) -> int:
+    """Write a flashlight lexicon ("CAT\tC A T |" per line; characters unless `tokenizer` says otherwise), each
+    distinct word once; return the number written."""
     seen: set[str] = set()
     lines = []
     for word in words:
         if word and word not in seen and not any(ch.isspace() for ch in word):
             seen.add(word)
-            lines.append(f"{word}\t{' '.join(spell(word))}")
+            lines.append(f"{word}\t{' '.join(spell(word, tokenizer))}")
     Path(path).write_text("\n".join(lines) + "\n", encoding="utf-8")
     return len(lines)
 
@@ -119,14 +133,15 @@ def _check_lexicon(path: Path, tokens: set[str], key: str) -> None:
 _LEXICONS: dict[str, str] = {}  # sha1 of a generated lexicon's words -> its file (this process's temporary folder)
 
 
-def _lexicon_file(words: list[str]) -> tuple[str, bool]:
-    """A lexicon file spelling `words`, written once per process per word list; (path, whether it was new)."""
-    key = hashlib.sha1("\n".join(words).encode("utf-8")).hexdigest()
+def _lexicon_file(words: list[str], tokenizer: Tokenizer) -> tuple[str, bool]:
+    """A lexicon file spelling `words` in `tokenizer`'s symbols, written once per process per word list and
+    vocabulary; (path, whether it was new)."""
+    key = hashlib.sha1("\n".join([*tokenizer.vocab, "", *words]).encode("utf-8")).hexdigest()
     if key in _LEXICONS and Path(_LEXICONS[key]).is_file():
         return _LEXICONS[key], False
     folder = Path(tempfile.mkdtemp(prefix="asr-lexicon-"))
     atexit.register(shutil.rmtree, folder, True)
-    write_lexicon(words, folder / "lexicon.txt")
+    write_lexicon(words, folder / "lexicon.txt", tokenizer)
     _LEXICONS[key] = str(folder / "lexicon.txt")
     return _LEXICONS[key], True
 
@@ -195,7 +210,7 @@ class BeamSearchDecoder:
     config, for error messages ("decode" -> decode.lm_path).
     """
 
-    def __init__(self, tokenizer: CharTokenizer, beam_size: int = 50, beam_size_token: Optional[int] = None,
+    def __init__(self, tokenizer: Tokenizer, beam_size: int = 50, beam_size_token: Optional[int] = None,
                  beam_threshold: float = 50.0, lm_path: str | None = None, lexicon_path: str | None = None,
                  lm_weight: float = 0.5, word_score: float = 0.0, unk_score: float = -math.inf,
                  sil_score: float = 0.0, log_add: Optional[bool] = None, nbest: int = 1,
@@ -204,7 +219,8 @@ class BeamSearchDecoder:
 
         self.tokenizer = tokenizer
         self.tokens = flashlight_tokens(tokenizer)
-        self.sil_id = self.tokens.index(SIL_NAME)
+        self.sil_name = silence_name(tokenizer)
+        self.sil_id = self.tokens.index(self.sil_name)
         self.nbest = nbest
         self.lexicon_source: str | None = None  # "file", "lm unigrams" or None (lexicon-free)
         check_lm_files(lm_path, lexicon_path, key_prefix)
@@ -225,7 +241,7 @@ class BeamSearchDecoder:
                 lexicon=lexicon_path, tokens=self.tokens, lm=lm, nbest=nbest, beam_size=beam_size,
                 beam_size_token=beam_size_token, beam_threshold=beam_threshold, lm_weight=lm_weight,
                 word_score=word_score, unk_score=unk_score, sil_score=sil_score, log_add=log_add,
-                blank_token=BLANK_NAME, sil_token=SIL_NAME, unk_word=UNK)
+                blank_token=BLANK_NAME, sil_token=self.sil_name, unk_word=UNK)
         except RuntimeError as exc:  # KenLM's loader reports a bad file as a RuntimeError
             reason = [line for line in str(exc).splitlines() if line.strip()][-1:] or ["unknown error"]
             raise UserError(f"{key_prefix}.lm_path: cannot load {lm_path}: {reason[0]}") from None
@@ -243,7 +259,7 @@ class BeamSearchDecoder:
         if not usable:
             raise UserError(f"{key_prefix}.lm_path: {lm_path} has no unigram spelled with the model's characters "
                             "(is it an ARPA file with a \\1-grams: section?)")
-        out, fresh = _lexicon_file(usable)
+        out, fresh = _lexicon_file(usable, self.tokenizer)
         log.log(logging.INFO if fresh else logging.DEBUG, "no lexicon given: built one from the %d unigrams of %s "
                 "(%d skipped: characters outside the vocabulary); flashlight uses a word LM only with a lexicon",
                 len(usable), lm_path, len(words) - len(usable))

@@ -7,7 +7,7 @@ from __future__ import annotations
 import torch
 
 from asr.lengths import lengths_to_mask
-from asr.text import CharTokenizer
+from asr.text import Tokenizer
 
 
 def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -> list[tuple[list[int], list[int]]]:
@@ -38,7 +38,7 @@ def greedy_ids(log_probs: torch.Tensor, lengths: torch.Tensor, blank: int = 0) -
     return out
 
 
-def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer: CharTokenizer) -> list[str]:
+def greedy_decode(log_probs: torch.Tensor, lengths: torch.Tensor, tokenizer: Tokenizer) -> list[str]:
     """(B, T', C) log-probs + (B,) lengths -> B transcripts (best path, repeats collapsed, blanks dropped)."""
     return [tokenizer.ids_to_text(ids) for ids, _ in greedy_ids(log_probs, lengths, tokenizer.blank)]
 

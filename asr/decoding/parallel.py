@@ -17,7 +17,7 @@ from typing import Any, Optional
 
 import torch
 
-from asr.text import CharTokenizer
+from asr.text import Tokenizer, tokenizer_from_dict
 
 _pool: Optional[ProcessPoolExecutor] = None
 _pool_size = 0
@@ -37,7 +37,7 @@ def _decode_part(key: str, vocab: dict, kwargs: dict, log_probs: torch.Tensor, l
     from asr.decoding.beam import BeamSearchDecoder
 
     if key not in _decoders:
-        _decoders[key] = BeamSearchDecoder(CharTokenizer.from_dict(vocab), **kwargs)
+        _decoders[key] = BeamSearchDecoder(tokenizer_from_dict(vocab), **kwargs)
     return _decoders[key].decode(log_probs, lengths)
 
 
@@ -62,7 +62,7 @@ class ParallelBeamDecoder:
     """`BeamSearchDecoder(tokenizer, **kwargs).decode` over `workers` processes: (log_probs (B, T', C) CPU,
     lengths (B,)) -> B transcripts, identical to the single-process decoder's."""
 
-    def __init__(self, tokenizer: CharTokenizer, workers: int, **kwargs: Any):
+    def __init__(self, tokenizer: Tokenizer, workers: int, **kwargs: Any):
         self.vocab = tokenizer.to_dict()
         self.workers = workers
         self.kwargs = kwargs

@@ -41,6 +41,9 @@ class Deployable(nn.Module):
 def sidecar(loaded: LoadedModel, fmt: str, model_file: str, parity: dict[str, Any]) -> dict[str, Any]:
     """The JSON written beside an exported model: everything a runtime needs, and where the model came from."""
     cfg = loaded.config
+    stored = loaded.tokenizer.to_dict()
+    # Pieces also need their SentencePiece model (the symbol list is "vocab"); characters are their "vocab" alone.
+    pieces = {"tokenizer": {k: v for k, v in stored.items() if k != "vocab"}} if "kind" in stored else {}
     return {
         "sidecar_version": SIDECAR_VERSION,
         "format": fmt,
@@ -49,8 +52,9 @@ def sidecar(loaded: LoadedModel, fmt: str, model_file: str, parity: dict[str, An
                    "lengths": "int64 (batch,), valid samples per row"},
         "outputs": {"log_probs": "float32 (batch, frames, vocab): CTC log-probabilities, blank = vocab[0]",
                     "out_lengths": "int64 (batch,), valid frames per row"},
-        "vocab": loaded.tokenizer.to_dict()["vocab"],
+        "vocab": stored["vocab"],
         "blank": loaded.tokenizer.blank,
+        **pieces,
         "sample_rate": loaded.sample_rate,
         "samples_per_frame": loaded.samples_per_frame,
         "frame_seconds": loaded.frame_seconds,

@@ -21,7 +21,7 @@ from asr.checkpoint import run_dir_of
 from asr.errors import UserError
 from asr.model.features import frame_lengths
 from asr.model.frontends import subsampled_lengths
-from asr.text import CharTokenizer
+from asr.text import tokenizer_from_dict
 
 
 class ExportError(UserError):
@@ -51,7 +51,10 @@ CONTRACT_FIELDS = ("vocab", "blank", "sample_rate", "samples_per_frame", "featur
 def contract_digest(meta: dict[str, Any]) -> str:
     """sha256 of the sidecar fields the exported graph was built with (canonical JSON)."""
     import hashlib
-    body = json.dumps({k: meta.get(k) for k in CONTRACT_FIELDS}, sort_keys=True, separators=(",", ":"))
+    fields = {k: meta.get(k) for k in CONTRACT_FIELDS}
+    if "tokenizer" in meta:  # sidecars written before subword units have none; their digests stay as they were
+        fields["tokenizer"] = meta["tokenizer"]
+    body = json.dumps(fields, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(body.encode("utf-8")).hexdigest()
 
 
@@ -79,7 +82,7 @@ class ExportedModel:
                               f"features); keep the .json `asr-export` wrote beside the model")
         try:
             self.meta: dict[str, Any] = json.loads(meta_path.read_text(encoding="utf-8"))
-            self.tokenizer = CharTokenizer(vocab=list(self.meta["vocab"]))
+            self.tokenizer = tokenizer_from_dict({**self.meta.get("tokenizer", {}), "vocab": self.meta["vocab"]})
             self.format = str(self.meta["format"])
             self._strides = list(self.meta["model"]["conv_time_strides"])
             self._upsample = int(self.meta["model"].get("output_upsample", 1))  # absent before the option existed

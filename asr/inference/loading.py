@@ -43,7 +43,7 @@ from asr.lengths import pad_waves
 from asr.model.acoustic import AcousticModel
 from asr.model.features import LogMel
 from asr.model.forward import forward
-from asr.text import CharTokenizer
+from asr.text import Tokenizer, tokenizer_from_dict
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class LoadedModel:
 
     model: AcousticModel
     featurizer: LogMel
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     config: TrainConfig
     device: torch.device
     path: Path  # the checkpoint file that gave config, vocabulary and features
@@ -118,7 +118,7 @@ def load_model(path_or_run_dir: str | Path, device: str | torch.device = "cpu", 
     try:
         cfg: TrainConfig = to_object(blob["config"], TrainConfig)
         cfg.features = to_object(blob.get("features", blob["config"]["features"]), FeatureConfig)
-        tokenizer = CharTokenizer.from_dict(blob["vocab"])
+        tokenizer = tokenizer_from_dict(blob["vocab"])
     except (KeyError, ValueError, TypeError) as exc:
         raise ckpt_io.CheckpointError(f"{path}: checkpoint lacks a usable config/vocab/features ({exc})") from None
     state, step, averaged = blob["model"], int(blob.get("state", {}).get("step", 0)), []

@@ -22,7 +22,7 @@ import torchaudio.functional as AF
 
 from asr.lengths import pad_waves
 from asr.model.ctc import required_frames
-from asr.text import CharTokenizer
+from asr.text import Tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +32,7 @@ DecodeFn = Callable[[torch.Tensor, torch.Tensor], list[str]]  # (log_probs (B,T'
 class Engine(Protocol):
     """A model the pipeline can run (LoadedModel or ExportedModel)."""
 
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
 
     @property
     def sample_rate(self) -> int: ...
@@ -140,11 +140,10 @@ def batched_log_probs(engine: Engine, waves: Sequence[torch.Tensor], batch_secon
     return [lp for lp in out if lp is not None]
 
 
-def word_timings(log_probs: torch.Tensor, text: str, tokenizer: CharTokenizer, frame_seconds: float,
+def word_timings(log_probs: torch.Tensor, text: str, tokenizer: Tokenizer, frame_seconds: float,
                  duration: float) -> list[Word]:
-    """Words of `text` with start/end seconds from the CTC forced alignment of its characters to log_probs (T', C).
-
-    A word spans from the first frame of its first character to the end of its last character's frames.
+    """Words of `text` with start/end seconds from the CTC forced alignment of its tokens (characters or pieces) to
+    log_probs (T', C). A word spans from the first frame of its first token to the end of its last token's frames.
     """
     targets = tokenizer.encode(text)
     if not targets:
@@ -156,7 +155,9 @@ def word_timings(log_probs: torch.Tensor, text: str, tokenizer: CharTokenizer, f
                                    blank=tokenizer.blank)
     spans = AF.merge_tokens(path[0], scores[0].exp(), blank=tokenizer.blank)
     grouped = tokenizer.group_words(targets, [sp.start for sp in spans], [sp.end for sp in spans])
-    return [Word(w, round(min(first * frame_seconds, duration), 3), round(min(last * frame_seconds, duration), 3))
+    # Milliseconds, never past the audio's last whole millisecond (rounding up could pass the duration by 0.5 ms).
+    last_ms = math.floor(duration * 1000) / 1000
+    return [Word(w, min(round(first * frame_seconds, 3), last_ms), min(round(last * frame_seconds, 3), last_ms))
             for w, first, last in grouped]
 
 

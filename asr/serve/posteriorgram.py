@@ -13,7 +13,7 @@ import threading
 
 import torch
 
-from asr.text import CharTokenizer
+from asr.text import Tokenizer
 
 _LOCK = threading.Lock()
 _NAMES = {" ": "space", "'": "' (apostrophe)"}  # tokens that read as nothing on an axis
@@ -21,12 +21,12 @@ DPI = 100
 MAX_WIDTH_IN = 24.0  # a 2-minute file still fits one readable picture
 
 
-def token_labels(tokenizer: CharTokenizer) -> list[str]:
+def token_labels(tokenizer: Tokenizer) -> list[str]:
     """y-axis labels, one per class: the blank and the space spelled out."""
     return ["blank" if i == tokenizer.blank else _NAMES.get(tok, tok) for i, tok in enumerate(tokenizer.vocab)]
 
 
-def posteriorgram_png(log_probs: torch.Tensor, tokenizer: CharTokenizer, frame_seconds: float) -> bytes:
+def posteriorgram_png(log_probs: torch.Tensor, tokenizer: Tokenizer, frame_seconds: float) -> bytes:
     """log_probs (T', C) -> PNG bytes of exp(log_probs): one row per class (blank at the top), one column per frame."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure

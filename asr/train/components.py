@@ -23,11 +23,13 @@ from asr.model.augment import FeatureAugment
 from asr.model.ctc import required_frames
 from asr.model.features import LogMel
 from asr.model.forward import amp_dtype
-from asr.text import CharTokenizer
+from asr.text import CharTokenizer, Tokenizer, load_tokenizer, save_tokenizer, train_pieces
 from asr.train import distributed as dist_utils
 from asr.train.optim import build_optimizer
 
 log = logging.getLogger("asr.train")
+
+TOKENIZER_FILE = "tokenizer.json"  # in the run dir: the pieces a run learned (asr.text.load_tokenizer reads it)
 
 
 @dataclass(frozen=True)
@@ -65,7 +67,7 @@ class Components(Trainee):
 
     run_dir: Path
     dist: dist_utils.DistInfo
-    tokenizer: CharTokenizer
+    tokenizer: Tokenizer
     train_dataset: AudioDataset
     train_sampler: DurationBucketSampler
     train_loader: Iterable[Batch]  # a DataLoader yielding one Batch per sampler batch
@@ -84,7 +86,27 @@ def _ensure_corpus(cfg: TrainConfig) -> None:
         synthetic.generate(d.synth_preset, Path(d.synth_root))
 
 
-def filter_trainable(utts: list[Utterance], tokenizer: CharTokenizer, featurizer: LogMel, model: AcousticModel,
+def build_tokenizer(cfg: TrainConfig, utts: list[Utterance], run_dir: Path, info: dist_utils.DistInfo) -> Tokenizer:
+    """Characters, or SentencePiece pieces learned from the training transcripts by rank 0 and written to
+    RUN_DIR/tokenizer.json, which the other ranks read. Learning is deterministic, so a resumed run learns the same
+    pieces again (the checkpoint's own are compared when it loads: asr/train/resume.py)."""
+    m = cfg.model
+    if m.tokenizer == "char":
+        return CharTokenizer()
+    path = run_dir / TOKENIZER_FILE
+    if info.is_main:
+        try:
+            tokenizer = train_pieces((u.text for u in utts), m.vocab_size, m.piece_model.value)
+        except ValueError as exc:
+            raise ConfigError(f"model.vocab_size: {exc}; lower model.vocab_size or use model.tokenizer=char") from None
+        save_tokenizer(tokenizer, path)
+        log.info("model.tokenizer=sentencepiece: %d %s pieces learned from %d training transcripts (%s)",
+                 tokenizer.size - 1, m.piece_model.value, len(utts), path)
+    dist_utils.barrier()
+    return tokenizer if info.is_main else load_tokenizer(path)
+
+
+def filter_trainable(utts: list[Utterance], tokenizer: Tokenizer, featurizer: LogMel, model: AcousticModel,
                      cfg: TrainConfig) -> list[Utterance]:
     """Drop utterances outside the duration range and those CTC cannot fit (T' < U + repeats), naming them."""
     sr = cfg.features.sample_rate
@@ -113,7 +135,7 @@ def filter_trainable(utts: list[Utterance], tokenizer: CharTokenizer, featurizer
     return keep
 
 
-def fit_feature_stats(featurizer: LogMel, utts: list[Utterance], tokenizer: CharTokenizer, cfg: TrainConfig) -> None:
+def fit_feature_stats(featurizer: LogMel, utts: list[Utterance], tokenizer: Tokenizer, cfg: TrainConfig) -> None:
     """features.normalize=corpus: the per-bin log-mel statistics of up to features.stats_utterances training
     utterances, evenly spaced over the manifest (the same on every rank; a resumed run loads them instead)."""
     n = min(cfg.features.stats_utterances, len(utts))
@@ -125,7 +147,7 @@ def fit_feature_stats(featurizer: LogMel, utts: list[Utterance], tokenizer: Char
     log.info("features.normalize=corpus: log-mel statistics from %d training utterances (%d frames)", n, frames)
 
 
-def _dev_sets(cfg: TrainConfig, tokenizer: CharTokenizer, info: dist_utils.DistInfo) -> dict:
+def _dev_sets(cfg: TrainConfig, tokenizer: Tokenizer, info: dist_utils.DistInfo) -> dict:
     """Each dev set sharded by utterance index across ranks (nothing dropped), batched by duration, no shuffle."""
     sets = {}
     for name, path in cfg.data.dev_manifests.items():
@@ -163,11 +185,11 @@ def build(cfg: TrainConfig, run_dir: Path) -> Components:
     if info.is_main:
         _ensure_corpus(cfg)
     dist_utils.barrier()
-    tokenizer = CharTokenizer()
+    utts = [u for m in cfg.data.train_manifests for u in read_manifest(m)]
+    tokenizer = build_tokenizer(cfg, utts, run_dir, info)
     ddp = (lambda m: DDP(m, device_ids=[device.index] if device.type == "cuda" else None)) if info.enabled else None
     trainee = build_trainee(cfg, device, tokenizer.size, wrap=ddp)
     featurizer, model = trainee.featurizer, trainee.raw_model
-    utts = [u for m in cfg.data.train_manifests for u in read_manifest(m)]
     utts = filter_trainable(utts, tokenizer, featurizer, model, cfg)
     if cfg.features.normalize == "corpus":
         fit_feature_stats(featurizer, utts, tokenizer, cfg)

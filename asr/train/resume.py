@@ -19,6 +19,7 @@ from asr import checkpoint as ckpt_io
 from asr.checkpoint import CheckpointError
 from asr.config import TrainConfig, to_container
 from asr.errors import message_line
+from asr.text import tokenizer_from_dict
 from asr.train import distributed as dist_utils
 from asr.train.components import Components
 from asr.train.state import TrainState
@@ -155,6 +156,11 @@ def load_checkpoint_if_available(run: Components, state: TrainState) -> TrainSta
         return state
     path, blob = found
     report_changes(path, blob["config"], to_container(run.cfg))
+    if tokenizer_from_dict(blob["vocab"]) != run.tokenizer:
+        raise CheckpointError(f"cannot resume from {path}: its output units differ from the ones this run learned "
+                              "(the training transcripts changed since it was written, so SentencePiece learned other "
+                              "pieces); restore the manifests, or start a new run with trainer.resume=never or "
+                              "another run_dir")
     try:
         run.raw_model.load_state_dict(blob["model"])
     except RuntimeError as exc:  # same settings, different network: a checkpoint of another code version

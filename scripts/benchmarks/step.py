@@ -22,15 +22,25 @@ from asr.train.step import train_step
 from .common import SAMPLE_RATE, Row
 
 
-def trainee(preset: str = "small", override: Optional[dict] = None, precision: str = "fp32",
-            device: str = "cpu") -> Trainee:
-    """What `asr-train model=PRESET` trains on the demo's data preset (its augmentation, the optimizer preset, the
-    character vocabulary), with `override` {model key: value} applied, seeded, on `device`."""
+def train_config(preset: str = "small", override: Optional[dict] = None, precision: str = "fp32") -> TrainConfig:
+    """What `asr-train model=PRESET` trains on the demo's data preset, with `override` {model key: value} applied."""
     overrides = [f"model={preset}", f"trainer.precision={precision}"]
     overrides += [f"model.{k}={_hydra_value(v)}" for k, v in (override or {}).items()]
-    cfg = to_object(compose("train", overrides), TrainConfig)
+    return to_object(compose("train", overrides), TrainConfig)
+
+
+def vocab_size(cfg: TrainConfig) -> int:
+    """C of the model `cfg` trains: the characters, or model.vocab_size pieces plus the blank."""
+    return cfg.model.vocab_size + 1 if cfg.model.tokenizer == "sentencepiece" else CharTokenizer().size
+
+
+def trainee(preset: str = "small", override: Optional[dict] = None, precision: str = "fp32",
+            device: str = "cpu") -> Trainee:
+    """The Trainee of `train_config(preset, override, precision)` (its augmentation, optimizer and vocabulary size),
+    seeded, on `device`."""
+    cfg = train_config(preset, override, precision)
     torch.manual_seed(0)
-    return build_trainee(cfg, torch.device(device), CharTokenizer().size)
+    return build_trainee(cfg, torch.device(device), vocab_size(cfg))
 
 
 def _hydra_value(v) -> str:
@@ -65,7 +75,9 @@ def measure(preset: str, override: Optional[dict], batch: int, seconds: float, s
             precision: str = "fp32") -> dict:
     """Mean seconds per step over `steps` timed steps after one warm-up step, and audio-s/s."""
     torch.manual_seed(0)  # the same noise every call (the trainee is seeded again before its weights are drawn)
-    data = generated_batch(batch, seconds, vocab=CharTokenizer().size)
+    cfg = train_config(preset, override, precision)
+    pieces = cfg.model.tokenizer == "sentencepiece"  # about half as many units as characters (asr/text/pieces.py)
+    data = generated_batch(batch, seconds, chars_per_s=6.0 if pieces else 12.0, vocab=vocab_size(cfg))
     return {**measure_batches(preset, override, [data] * (steps + 1), precision), "batch": batch, "seconds": seconds}
 
 
@@ -85,14 +97,32 @@ def corpus_batches(count: int, data_overrides: Optional[list[str]] = None) -> li
         return list(itertools.islice(iter(loader), count))
 
 
+def with_piece_targets(batches: list[Batch], cfg: TrainConfig, manifests: Optional[list[str]] = None) -> list[Batch]:
+    """The same corpus batches with their transcripts encoded as the pieces training would learn for `cfg` from the
+    training transcripts of `manifests` (default: the data preset's), so a subword variant is timed on its own
+    targets."""
+    from asr.data.dataset import collate
+    from asr.data.manifest import read_manifest
+    from asr.text import train_pieces
+
+    texts = [u.text for m in (manifests or cfg.data.train_manifests) for u in read_manifest(m)]
+    tok = train_pieces(texts, cfg.model.vocab_size, cfg.model.piece_model.value)
+    return [collate(b.ids, [w[:n] for w, n in zip(b.waves, b.wave_lengths)], [tok.encode(t) for t in b.texts],
+                    b.texts) for b in batches]
+
+
 def audio_seconds(batches: list[Batch]) -> float:
     """Seconds of real (unpadded) audio in `batches`."""
     return sum(float(b.wave_lengths.sum()) for b in batches) / SAMPLE_RATE
 
 
-def measure_batches(preset: str, override: Optional[dict], batches: list[Batch], precision: str = "fp32") -> dict:
-    """Mean seconds per step over batches[1:] (batches[0] warms up) and real (unpadded) audio-s/s."""
+def measure_batches(preset: str, override: Optional[dict], batches: list[Batch], precision: str = "fp32",
+                    piece_manifests: Optional[list[str]] = None) -> dict:
+    """Mean seconds per step over batches[1:] (batches[0] warms up) and real (unpadded) audio-s/s. A subword
+    variant's targets are the batches' transcripts in pieces learned from `piece_manifests` (see with_piece_targets)."""
     run = trainee(preset, override, precision)
+    if run.cfg.model.tokenizer == "sentencepiece" and batches and batches[0].texts[0]:
+        batches = with_piece_targets(batches, run.cfg, piece_manifests)
     spent = timed_steps(run, batches)
     audio = audio_seconds(batches[1:])
     return {"preset": preset, "override": override or {}, "batch": "corpus", "seconds": round(audio, 1),

@@ -15,7 +15,7 @@ from asr.decoding.arpa import unigram_words
 from asr.decoding.beam import BeamSearchDecoder, write_lexicon
 from asr.decoding.reference import exhaustive_search, prefix_beam_search
 from asr.errors import UserError
-from asr.text import BLANK, CharTokenizer
+from asr.text import BLANK, CharTokenizer, train_pieces
 
 tok = TOKENIZER
 
@@ -223,6 +223,66 @@ def test_lexicon_mode_only_outputs_lexicon_words(lm_files):
     for hyps in dec.decode_with_timesteps(xs, torch.full((8,), 30)):
         for h in hyps:
             assert set(h.text.split()) <= words
+
+
+# ------------------------------------------------------------------------------------------------ subword pieces
+
+# Learned pieces for these texts: THE = ▁ T H E, CAT = ▁CAT, DOG = ▁DOG, KAT = ▁ K AT (checked below).
+PIECE_TEXTS = ["THE CAT SAT ON THE MAT", "THE DOG SAT", "A KAT IS NOT A CAT", "THE CATS AND THE DOGS", "ON THE MAT"] * 3
+
+
+@pytest.fixture(scope="module")
+def pieces():
+    p = train_pieces(PIECE_TEXTS, 40)
+    assert [p.pieces(w) for w in ("THE", "CAT", "DOG")] == [["\u2581", "T", "H", "E"], ["\u2581CAT"], ["\u2581DOG"]]
+    return p
+
+
+def piece_frames(p, spec: list) -> torch.Tensor:
+    """frames() over piece names: each entry a piece (probability 1), "_" (blank) or a {piece: probability} dict."""
+    return frames([s if isinstance(s, dict) else {s: 1.0} for s in spec], tokenizer=p)
+
+
+THE = ["\u2581", "T", "H", "E"]
+
+
+def test_pieces_lm_spells_its_words_in_pieces_and_picks_the_likelier_word(pieces, lm_files, tmp_path):
+    """No boundary token: the blank is flashlight's silence, words are spelled in pieces, and the LM decides
+    between two lexicon words where the acoustics lean the other way, as with characters."""
+    x = piece_frames(pieces, ["_", *THE, "_", {"\u2581DOG": 0.55, "\u2581CAT": 0.45}, "_"])
+    n = torch.tensor([x.shape[0]])
+    assert greedy_decode(x[None], n, pieces) == ["THE DOG"]
+    assert decode1(BeamSearchDecoder(pieces), x)[0].text == "THE DOG"
+    with_lm = BeamSearchDecoder(pieces, lm_path=str(lm_files / "tiny.arpa"))
+    [best] = decode1(with_lm, x)
+    assert best.text == "THE CAT" and with_lm.lexicon_source == "lm unigrams"
+    assert best.ids == pieces.encode("THE CAT") and best.frames == [1, 2, 3, 4, 6]
+    assert write_lexicon(["CAT", "THE"], tmp_path / "lex.txt", pieces) == 2
+    assert (tmp_path / "lex.txt").read_text() == "CAT\t\u2581CAT\nTHE\t\u2581 T H E\n"
+    lex = BeamSearchDecoder(pieces, lexicon_path=str(tmp_path / "lex.txt"))
+    assert decode1(lex, x)[0].text == "THE CAT"  # DOG is not in this lexicon
+
+
+def test_pieces_words_follow_each_other_without_a_blank_and_end_the_utterance(pieces, lm_files):
+    """A word's first piece may follow the last word's last piece at once, a piece inside a word may be held,
+    and the last word completes at the end (the appended frame is a certain blank)."""
+    dec = BeamSearchDecoder(pieces, lm_path=str(lm_files / "tiny.arpa"), lm_weight=0.0)
+    x = piece_frames(pieces, ["\u2581", "T", "T", "H", "E", "\u2581CAT"])
+    [best] = decode1(dec, x)
+    assert best.text == "THE CAT" and best.frames == [0, 1, 3, 4, 5]
+    assert best.score == pytest.approx(x.max(-1).values.sum().item(), abs=1e-3)  # the best path, no frame lost
+
+
+def test_pieces_a_held_last_piece_costs_a_blank_frame(pieces, lm_files):
+    """Flashlight's limit with pieces: after a word completes the search is at the lexicon's root, which does not
+    take a repeat of the piece that completed it, so a held last piece is scored as a blank there. The text is
+    still right; the score pays log p(blank) for the frame (CTC models rarely hold a piece; docs/RESULTS.md)."""
+    dec = BeamSearchDecoder(pieces, lm_path=str(lm_files / "tiny.arpa"), lm_weight=0.0)
+    x = piece_frames(pieces, [*THE, "\u2581CAT", {"\u2581CAT": 0.9, "_": 0.1}])
+    [best] = decode1(dec, x)
+    assert best.text == "THE CAT"
+    assert best.score == pytest.approx(x.max(-1).values[:-1].sum().item() + x[-1, 0].item(), abs=1e-3)
+    assert x[-1, 0].item() < x[-1].max().item() - 2  # the held frame's blank score, not its piece's
 
 
 # ------------------------------------------------------------------------------------------------ files, errors

@@ -196,3 +196,23 @@ def test_an_output_upsampled_model_exports_with_its_frame_rate(fmt, upsampled_ru
     for k, w in enumerate(waves):
         assert runtime.output_frames(w.numel()) == int(n[k]) == 2 * (int(n[k]) // 2)
     assert greedy_decode(lp, n, runtime.tokenizer) == [u.text for u in utts]
+
+
+def test_a_subword_model_exports_its_pieces(piece_run, tmp_path):
+    """The sidecar carries the SentencePiece model, the runtime reads pieces back, and a sidecar with other pieces
+    is refused."""
+    loaded = load_model(piece_run["run"], "cpu")
+    waves = [load_audio(u.audio_filepath, loaded.sample_rate) for u in piece_run["utts"]]
+    out = tmp_path / "model.onnx"
+    meta = export(loaded, "onnx", out, waves, TOLERANCE)
+    assert meta["tokenizer"]["kind"] == "sentencepiece" and meta["parity"]["greedy_identical"]
+    assert meta["vocab"] == loaded.tokenizer.vocab and "vocab" not in meta["tokenizer"]  # the symbols stored once
+    runtime = load_exported(out, threads=1)
+    assert runtime.tokenizer == loaded.tokenizer
+    lp, n = runtime.log_probs(*pad_waves(waves))
+    assert greedy_decode(lp, n, runtime.tokenizer) == [u.text for u in piece_run["utts"]]
+    other = json.loads(sidecar_path(out).read_text())
+    other["vocab"] = other["vocab"][:1] + other["vocab"][1:][::-1]
+    sidecar_path(out).write_text(json.dumps(other))
+    with pytest.raises(ExportError, match="not a usable sidecar .*does not match"):
+        load_exported(out, threads=1)

@@ -2,6 +2,7 @@
 refused, a second trainer on the same run directory refused, `trainer.resume=never` keeps the old checkpoints."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
@@ -12,6 +13,7 @@ from test_train import ROOT, _cfg, _cli, _wait_until
 
 from asr import checkpoint as ckpt_io
 from asr.checkpoint import CheckpointError
+from asr.data.manifest import read_manifest, write_manifest
 from asr.train import resume
 from asr.train.loop import main
 
@@ -126,6 +128,28 @@ def test_resume_reports_changed_keys_and_refuses_a_model_change(tmp_path, tiny_c
     assert json.loads((run / "summary.json").read_text())["steps"] == 6
     with pytest.raises(CheckpointError, match=r"model\.rnn_hidden 64 -> 96"):
         main(_cfg(tiny_corpus, run, **FAST, **{"trainer.max_steps": 8, "model.rnn_hidden": 96}))
+
+
+PIECES = {"model.tokenizer": "sentencepiece", "model.vocab_size": 64, "model.conv_channels": "[8,8,8]",
+          "model.conv_time_strides": "[2,2,2]"}
+
+
+def test_a_subword_run_keeps_its_pieces_and_refuses_to_resume_with_others(tmp_path, tiny_corpus):
+    """Pieces are learned from the training transcripts at every start (deterministically), written to the run
+    dir and stored in each checkpoint; the same transcripts resume, edited ones (other pieces) are refused."""
+    run = tmp_path / "run"
+    main(_cfg(tiny_corpus, run, **FAST, **PIECES, **{"trainer.max_steps": 2}))
+    stored = json.loads((run / "tokenizer.json").read_text())
+    assert stored["kind"] == "sentencepiece"
+    assert stored == ckpt_io.load(ckpt_io.step_path(run / "checkpoints", 2))["vocab"]
+    main(_cfg(tiny_corpus, run, **FAST, **PIECES, **{"trainer.max_steps": 4}))
+    assert json.loads((run / "summary.json").read_text())["steps"] == 4
+    edited = tmp_path / "edited.jsonl"
+    utts = read_manifest(tiny_corpus["train"])
+    write_manifest(edited, [dataclasses.replace(u, text=f"{u.text} ZYZZYVA") for u in utts])
+    with pytest.raises(CheckpointError, match="output units differ .* trainer.resume=never"):
+        main(_cfg(tiny_corpus, run, **FAST, **PIECES, **{"trainer.max_steps": 6,
+                                                          "data.train_manifests": f"[{edited}]"}))
 
 
 def test_weights_that_do_not_fit_are_one_line(tmp_path, tiny_corpus):

@@ -60,6 +60,15 @@ class CharTokenizer:
     def blank(self) -> int:
         return 0
 
+    @property
+    def word_boundary(self) -> str:
+        """The symbol that separates words (the space)."""
+        return " "
+
+    def spell(self, word: str) -> list[str]:
+        """A lexicon spelling of one word in vocabulary symbols: its characters, then the boundary (C, A, T, ' ')."""
+        return [*word, " "]
+
     def unknown_chars(self, text: str) -> set[str]:
         """Characters of `text` that have no id (the doctor reports them)."""
         return {ch for ch in text if ch not in self._index}
