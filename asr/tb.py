@@ -68,16 +68,35 @@ def scalars(writer: Optional[SummaryWriter], values: dict[str, float], step: int
         writer.add_scalar(tag, value, step)
 
 
+MAX_POSTERIOR_ROWS = 48  # a posteriorgram of more classes (subword pieces) draws the likeliest ones
+
+
+def likely_classes(post: np.ndarray, limit: int = MAX_POSTERIOR_ROWS) -> list[int]:
+    """The classes worth a row in a picture of posteriors `post` (T', C): all of them when C <= limit, else the
+    blank and the limit - 1 classes with the highest peak posterior, in vocabulary order (257 pieces would be 257
+    mostly dark rows)."""
+    C = post.shape[1]
+    if C <= limit:
+        return list(range(C))
+    peaks = post[:, 1:].max(axis=0)
+    return [0, *sorted(int(i) + 1 for i in np.argsort(-peaks, kind="stable")[: limit - 1])]
+
+
 def _figure(feats: np.ndarray, post: np.ndarray, vocab: list[str], title: str):
-    """Spectrogram (F x T) above the CTC posteriorgram (C x T'), time on the x-axis of both."""
+    """Spectrogram (F x T) above the CTC posteriorgram (C x T'; at most MAX_POSTERIOR_ROWS likeliest classes), time
+    on the x-axis of both."""
+    rows = likely_classes(post)
     fig, (a, b) = plt.subplots(2, 1, figsize=(10, 6), constrained_layout=True)
     a.imshow(feats.T, origin="lower", aspect="auto", cmap="magma")
     a.set_title(f"{title}: log-mel spectrogram")
     a.set_ylabel("mel bin")
-    b.imshow(post.T, origin="lower", aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0, interpolation="nearest")
-    b.set_yticks(range(len(vocab)))
-    b.set_yticklabels(["_" if t == "<blank>" else ("|" if t == " " else t) for t in vocab], fontsize=6)
-    b.set_title("CTC posteriors (blank = _, space = |)")
+    b.imshow(post[:, rows].T, origin="lower", aspect="auto", cmap="viridis", vmin=0.0, vmax=1.0,
+             interpolation="nearest")
+    b.set_yticks(range(len(rows)))
+    b.set_yticklabels(["_" if vocab[i] == "<blank>" else ("|" if vocab[i] == " " else vocab[i]) for i in rows],
+                      fontsize=6)
+    shown = "" if len(rows) == len(vocab) else f"; the {len(rows)} likeliest of {len(vocab)} classes"
+    b.set_title(f"CTC posteriors (blank = _, space = |{shown})")
     b.set_xlabel("output frame")
     return fig
 

@@ -27,11 +27,16 @@ def token_labels(tokenizer: Tokenizer) -> list[str]:
 
 
 def posteriorgram_png(log_probs: torch.Tensor, tokenizer: Tokenizer, frame_seconds: float) -> bytes:
-    """log_probs (T', C) -> PNG bytes of exp(log_probs): one row per class (blank at the top), one column per frame."""
+    """log_probs (T', C) -> PNG bytes of exp(log_probs): one row per class (blank at the top; at most
+    asr.tb.MAX_POSTERIOR_ROWS, the likeliest), one column per frame."""
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    probs = log_probs.detach().float().exp().cpu().numpy().T  # (C, T')
+    from asr.tb import likely_classes  # the training curves' rule for which rows a picture of posteriors draws
+
+    post = log_probs.detach().float().exp().cpu().numpy()  # (T', C)
+    rows = likely_classes(post)
+    probs = post[:, rows].T  # (rows, T')
     C, T = probs.shape
     seconds = T * frame_seconds
     width = min(MAX_WIDTH_IN, max(6.0, 1.8 + 0.05 * T))
@@ -41,9 +46,10 @@ def posteriorgram_png(log_probs: torch.Tensor, tokenizer: Tokenizer, frame_secon
         ax = fig.add_subplot()
         im = ax.imshow(probs, aspect="auto", interpolation="antialiased", origin="upper", cmap="magma", vmin=0.0,
                        vmax=1.0, extent=(0.0, seconds, C - 0.5, -0.5))
-        ax.set_yticks(range(C), token_labels(tokenizer), fontsize=7)
+        labels = token_labels(tokenizer)
+        ax.set_yticks(range(C), [labels[i] for i in rows], fontsize=7)
         ax.set_xlabel("time (s)")
-        ax.set_ylabel("token")
+        ax.set_ylabel("token" if C == len(labels) else f"token (the {C} likeliest of {len(labels)})")
         fig.colorbar(im, ax=ax, pad=0.01, fraction=0.03, label="posterior")
         fig.tight_layout()
         buf = io.BytesIO()

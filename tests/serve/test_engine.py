@@ -11,10 +11,11 @@ from serve_client import serve_config, utterances
 
 from asr.audio import AudioLoadError, AudioTooLongError
 from asr.config import ServeConfig
+from asr.data.sentences import load_sentences
 from asr.inference.loading import load_engine
 from asr.serve.engine import Transcriber
 from asr.serve.posteriorgram import posteriorgram_png, token_labels
-from asr.text import CharTokenizer
+from asr.text import CharTokenizer, train_pieces
 
 
 def test_transcriber_result_and_errors(deploy_run):
@@ -63,3 +64,22 @@ def test_posteriorgram_has_a_row_per_token_and_grows_with_time():
     long = mpimg.imread(io.BytesIO(posteriorgram_png(log_probs.repeat(8, 1), tok, 0.04)), format="png")
     assert short.shape[0] == long.shape[0] and long.shape[1] > short.shape[1] > 300
     assert short[..., :3].std() > 0.1  # drawn, not blank
+
+
+def test_a_posteriorgram_of_many_pieces_draws_the_likeliest_rows():
+    """A 257-class subword model would be 257 mostly dark rows: the picture keeps the blank and the classes that
+    peak highest (oracle: the ones given a spike), at the height of a MAX_POSTERIOR_ROWS-class one."""
+    from asr.tb import MAX_POSTERIOR_ROWS, likely_classes
+
+    post = torch.full((40, 257), 0.001)
+    spikes = [7, 100, 256]
+    for t, c in enumerate(spikes):
+        post[t, c] = 0.9
+    rows = likely_classes(post.numpy())
+    assert len(rows) == MAX_POSTERIOR_ROWS and rows[0] == 0 and rows == sorted(rows) and set(spikes) <= set(rows)
+    assert likely_classes(post[:, :29].numpy()) == list(range(29))  # characters: every row
+    tok = train_pieces([s.text for s in load_sentences()[::20]], 128)
+    log_probs = torch.log_softmax(torch.randn(50, tok.size, generator=torch.Generator().manual_seed(0)) * 3, -1)
+    img = mpimg.imread(io.BytesIO(posteriorgram_png(log_probs, tok, 0.08)), format="png")
+    chars = mpimg.imread(io.BytesIO(posteriorgram_png(log_probs[:, :MAX_POSTERIOR_ROWS], tok, 0.08)), format="png")
+    assert img.shape == chars.shape
