@@ -59,6 +59,8 @@ def _build_parser() -> argparse.ArgumentParser:
     doc = sub.add_parser("doctor", help="pre-flight check of manifests")
     doc.add_argument("manifests", nargs="+", type=Path, help="JSONL manifests to check (asr-data writes them)")
     doc.add_argument("--subsampling", type=int, default=4, help="model time subsampling (for the CTC fit check)")
+    doc.add_argument("--tokenizer", type=Path, default=None,
+                     help="a run's tokenizer.json (model.tokenizer=sentencepiece): fit its pieces, not characters")
     doc.add_argument("--sample-rate", type=int, default=16000, help="the model's rate (features.sample_rate)")
     doc.add_argument("--min-duration", type=float, default=0.3, help="as data.min_duration: shorter are dropped")
     doc.add_argument("--max-duration", type=float, default=20.0, help="as data.max_duration: longer are dropped")

@@ -28,7 +28,7 @@ from asr.data.sampler import DurationBucketSampler, padding_ratio
 from asr.model.ctc import required_frames
 from asr.model.features import frame_lengths
 from asr.model.frontends import subsampled_lengths
-from asr.text import CharTokenizer, normalize
+from asr.text import CharTokenizer, Tokenizer, normalize
 
 DURATION_TOLERANCE = 0.05  # seconds; more than a few frames of disagreement means the manifest is stale
 RATE_FACTOR = 2.5  # chars/s this many times above or below the median is flagged
@@ -151,7 +151,7 @@ def _check_audio(u: Utterance, p: dict, sample_rate: int, add: Add) -> tuple[Opt
     return real, decoded
 
 
-def _check_text(u: Utterance, duration: Optional[float], tok: CharTokenizer, frames_for: Callable[[float], int],
+def _check_text(u: Utterance, duration: Optional[float], tok: Tokenizer, frames_for: Callable[[float], int],
                 subsampling: int, trained: bool, add: Add) -> Optional[float]:
     """Findings about one transcript and whether CTC can fit it in `duration`; returns its characters per
     second when the utterance trains (`trained`) and fits, else None."""
@@ -180,7 +180,7 @@ def check_utterances(utts: Sequence[Utterance], manifest: str = "<utterances>", 
                      subsampling: int = 4, hop_length: int | None = None, min_duration: float = 0.3,
                      max_duration: float = 20.0, max_batch_seconds: float = 120.0, num_buckets: int = 10,
                      jobs: int | None = None, progress: bool = False,
-                     tokenizer: CharTokenizer | None = None) -> Report:
+                     tokenizer: Tokenizer | None = None) -> Report:
     """Run every check on already-parsed utterances (the trainer calls this on its merged manifests).
 
     Longer than most functions on purpose: one pass in manifest order, so each file is probed once and the

@@ -7,6 +7,7 @@ from typing import Iterable, Sequence
 
 from asr.data.doctor import KINDS, SHOW, Report, check_manifest
 from asr.data.manifest import ManifestError
+from asr.text import load_tokenizer
 
 
 def histogram(durations: Sequence[float], bins: int = 12, width: int = 40) -> list[str]:
@@ -91,12 +92,20 @@ def plot_durations(reports: Iterable[Report], path: str | Path) -> None:
 def main(args) -> int:
     """`asr-data doctor` (args from asr.data.cli). Every manifest is checked even when an earlier one is unusable."""
     status, reports = 0, []
+    tokenizer = None
+    if getattr(args, "tokenizer", None) is not None:
+        try:
+            tokenizer = load_tokenizer(args.tokenizer)
+        except (OSError, ValueError, KeyError) as exc:
+            print(f"asr-data: error: --tokenizer: cannot read {args.tokenizer} ({type(exc).__name__}: {exc}); give "
+                  "the tokenizer.json a model.tokenizer=sentencepiece run wrote in its run dir", file=sys.stderr)
+            return 2
     for path in args.manifests:
         try:
             report = check_manifest(
                 path, sample_rate=args.sample_rate, subsampling=args.subsampling, min_duration=args.min_duration,
                 max_duration=args.max_duration, max_batch_seconds=args.max_batch_seconds,
-                num_buckets=args.num_buckets, jobs=args.jobs, progress=sys.stderr.isatty())
+                num_buckets=args.num_buckets, jobs=args.jobs, progress=sys.stderr.isatty(), tokenizer=tokenizer)
         except ManifestError as exc:
             print(f"asr-data: error: {exc}", file=sys.stderr)
             status = 2

@@ -23,6 +23,7 @@ from asr.data.doctor import (
 from asr.data.doctor_report import format_report, histogram
 from asr.data.manifest import Utterance
 from asr.model.features import LogMel
+from asr.text import save_tokenizer, train_pieces
 
 SR = 16000
 CLEAN = [  # (id, seconds, text): about 8-11 chars/s, all feasible at 4x subsampling
@@ -274,3 +275,23 @@ def test_report_lists_only_failed_checks_unless_all(tmp_path):
 def test_histogram_counts_everything():
     lines = histogram([1.0, 1.1, 2.0, 5.0], bins=4)
     assert len(lines) == 4 and sum(int(line.split()[-1]) for line in lines) == 4
+
+
+def test_a_subword_runs_tokenizer_fits_pieces_not_characters(tmp_path, capsys):
+    """At 8x subsampling (80 ms frames) fast utterances are infeasible in characters but fit as the pieces a
+    model.tokenizer=sentencepiece run learned; --tokenizer takes that run's tokenizer.json."""
+    recs = []
+    for i, (uid, _, text) in enumerate(CLEAN):  # 14 characters a second: 80 ms frames fit fewer than 13
+        dur = _flac(tmp_path / f"{uid}.flac", len(text) / 14, seed=i)
+        recs.append({"audio_filepath": f"{uid}.flac", "duration": dur, "text": text, "id": uid})
+    path = _write_manifest(tmp_path / "fast.jsonl", recs)
+    save_tokenizer(train_pieces([text for _, _, text in CLEAN] * 5, 64), tmp_path / "tokenizer.json")
+    assert cli.main(["doctor", str(path), "--subsampling", "8", "--jobs", "1"]) == 1
+    assert "too few frames for CTC" in capsys.readouterr().out
+    assert cli.main(["doctor", str(path), "--subsampling", "8", "--tokenizer", str(tmp_path / "tokenizer.json"),
+                     "--jobs", "1"]) == 0
+    assert "0 error(s)" in capsys.readouterr().out
+    (tmp_path / "broken.json").write_text("{")
+    assert cli.main(["doctor", str(path), "--tokenizer", str(tmp_path / "broken.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "--tokenizer" in err and "broken.json" in err
