@@ -1,5 +1,6 @@
-"""Text: normalization and the character tokenizer (chars.py), SentencePiece pieces (pieces.py), and the one place a
-stored tokenizer (checkpoint, export sidecar, run dir) is read back (`tokenizer_from_dict`)."""
+"""Text: normalization and the character tokenizer (chars.py), SentencePiece pieces (pieces.py), what both share
+(units.py: ids -> text and words), and the one place a stored tokenizer (checkpoint, export sidecar, run dir) is
+read back (`tokenizer_from_dict`)."""
 from __future__ import annotations
 
 import json

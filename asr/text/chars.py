@@ -11,11 +11,9 @@ import string
 import unicodedata
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence, TypeVar
 
-T = TypeVar("T")  # a position: an output frame or seconds
+from asr.text.units import BLANK, Units
 
-BLANK = "<blank>"
 _QUOTES = {"\u2019": "'", "\u2018": "'", "`": "'", "\u00b4": "'", "\u02bc": "'", "\u2032": "'"}
 # Letters that Unicode does not decompose into a base letter + accent, spelled the way English writes them.
 _LETTERS = {"\u00e6": "ae", "\u00c6": "AE", "\u00f8": "o", "\u00d8": "O", "\u0153": "oe", "\u0152": "OE",
@@ -39,7 +37,7 @@ def normalize(text: str) -> str:
 
 
 @dataclass
-class CharTokenizer:
+class CharTokenizer(Units):
     """Characters to ids and back. Index 0 is the CTC blank; space is a token (word boundary)."""
 
     vocab: list[str] = field(default_factory=lambda: [BLANK, " ", "'", *string.ascii_uppercase])
@@ -50,15 +48,7 @@ class CharTokenizer:
         if len(set(self.vocab)) != len(self.vocab):
             raise ValueError("vocabulary has duplicate symbols")
         self._index = {tok: i for i, tok in enumerate(self.vocab)}
-
-    @property
-    def size(self) -> int:
-        """C: number of output classes including the blank."""
-        return len(self.vocab)
-
-    @property
-    def blank(self) -> int:
-        return 0
+        self.unit_texts = ["", *self.vocab[1:]]
 
     @property
     def word_boundary(self) -> str:
@@ -79,39 +69,6 @@ class CharTokenizer:
         if missing:
             raise ValueError(f"characters {sorted(missing)!r} are not in the vocabulary; normalize the text first")
         return [self._index[ch] for ch in text]
-
-    def decode(self, ids) -> str:
-        """Ids (blank ids are skipped, no repeat collapsing) -> text."""
-        return "".join(self.vocab[int(i)] for i in ids if int(i) != 0)
-
-    def ids_to_text(self, ids) -> str:
-        """Label ids (no blanks) -> text with single spaces and no leading or trailing space.
-
-        Every decoder ends here, so "A  B" (two emitted word boundaries) and " AB" score the same as "A B" and "AB".
-        """
-        return " ".join(self.decode(ids).split())
-
-    def group_words(self, ids: Sequence[int], starts: Sequence[T], ends: Sequence[T]) -> list[tuple[str, T, T]]:
-        """Group label ids (no blanks) into words at the space token: `(word, start, end)` per word, where start is
-        the first character's `starts` entry and end the last character's `ends` entry (frames, or seconds).
-        Empty words (repeated or leading spaces) are dropped."""
-        words: list[tuple[str, T, T]] = []
-        chars: list[str] = []
-        first = last = None
-        for i, s, e in zip(ids, starts, ends):
-            ch = self.vocab[int(i)]
-            if ch == " ":
-                if chars:
-                    words.append(("".join(chars), first, last))
-                chars = []
-                continue
-            if not chars:
-                first = s
-            chars.append(ch)
-            last = e
-        if chars:
-            words.append(("".join(chars), first, last))
-        return words
 
     def to_dict(self) -> dict:
         return {"vocab": list(self.vocab)}

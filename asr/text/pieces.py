@@ -11,18 +11,16 @@ from __future__ import annotations
 import base64
 import io
 import string
-from typing import Iterable, Sequence, TypeVar
+from typing import Iterable
 
-from asr.text.chars import BLANK
-
-T = TypeVar("T")  # a position: an output frame or seconds
+from asr.text.units import BLANK, Units
 
 WORD_START = "\u2581"  # SentencePiece's "▁": the piece begins a word
 ALPHABET = string.ascii_uppercase + "'"  # every character asr.text.normalize keeps, besides the space
 KIND = "sentencepiece"  # the "kind" of a stored PieceTokenizer (a stored CharTokenizer has none)
 
 
-class PieceTokenizer:
+class PieceTokenizer(Units):
     """SentencePiece pieces to ids and back (blank = 0, piece i = id i + 1); the same methods as CharTokenizer."""
 
     def __init__(self, model_proto: bytes):
@@ -33,8 +31,9 @@ class PieceTokenizer:
         pieces = [self._sp.id_to_piece(i) for i in range(self._sp.get_piece_size())]
         self.vocab: list[str] = [BLANK, *pieces]
         # Text each id stands for: the word-start mark read as a space; SentencePiece's unknown piece reads as nothing.
-        self._text = ["", *("" if self._sp.is_unknown(i) else p.replace(WORD_START, " ") for i, p in enumerate(pieces))]
-        self._chars = {ch for p in self._text for ch in p} - {" "}
+        self.unit_texts = ["", *("" if self._sp.is_unknown(i) else p.replace(WORD_START, " ")
+                                 for i, p in enumerate(pieces))]
+        self._chars = {ch for p in self.unit_texts for ch in p} - {" "}
 
     def __getstate__(self) -> dict:  # DataLoader workers get the model bytes, not the C++ object
         return {"model_proto": self.model_proto}
@@ -44,15 +43,6 @@ class PieceTokenizer:
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, PieceTokenizer) and other.model_proto == self.model_proto
-
-    @property
-    def size(self) -> int:
-        """C: number of output classes including the blank."""
-        return len(self.vocab)
-
-    @property
-    def blank(self) -> int:
-        return 0
 
     @property
     def word_boundary(self) -> None:
@@ -77,38 +67,6 @@ class PieceTokenizer:
     def spell(self, word: str) -> list[str]:
         """A lexicon spelling of one word in vocabulary symbols: its pieces (no boundary token follows)."""
         return self.pieces(word)
-
-    def decode(self, ids) -> str:
-        """Ids (blank ids are skipped, no repeat collapsing) -> text, word starts read as spaces."""
-        return "".join(self._text[int(i)] for i in ids)
-
-    def ids_to_text(self, ids) -> str:
-        """Label ids (no blanks) -> text with single spaces and no leading or trailing space."""
-        return " ".join(self.decode(ids).split())
-
-    def group_words(self, ids: Sequence[int], starts: Sequence[T], ends: Sequence[T]) -> list[tuple[str, T, T]]:
-        """Group label ids (no blanks) into words at word-start pieces: `(word, start, end)` per word, where start
-        is the first piece's `starts` entry and end the last piece's `ends` entry. Pieces that spell nothing (a
-        bare "▁", the unknown piece) start a word but take no time of it."""
-        words: list[tuple[str, T, T]] = []
-        chars: list[str] = []
-        first = last = None
-        for i, s, e in zip(ids, starts, ends):
-            text = self._text[int(i)]
-            if text.startswith(" "):
-                if chars:
-                    words.append(("".join(chars), first, last))
-                chars = []
-                text = text[1:]
-            if not text:
-                continue
-            if not chars:
-                first = s
-            chars.append(text)
-            last = e
-        if chars:
-            words.append(("".join(chars), first, last))
-        return words
 
     def to_dict(self) -> dict:
         """What checkpoints and export sidecars store: the kind, the symbols (for reading) and the model bytes."""
