@@ -58,9 +58,9 @@ def format_table(results: dict[str, dict], decoders: list[str]) -> str:
 
 def format_seen_unseen(results: dict[str, dict], decoders: list[str]) -> str:
     """Per set and decoder: % of reference words recognised wrongly among words seen in the training transcripts
-    and among unseen ones (what a character model must spell from sound alone)."""
-    lines = ["words wrong, seen in the training transcripts / unseen (a greedy character model must spell unseen "
-             "words from sound alone):"]
+    and among unseen ones (what a greedy model must spell, in characters or pieces, from sound alone)."""
+    lines = ["words wrong, seen in the training transcripts / unseen (greedy decoding must spell unseen words, in "
+             "characters or pieces, from sound alone):"]
     for name, r in results.items():
         split = next(iter(r["decoders"].values()))["seen_unseen"]
         total = split["seen_words"] + split["unseen_words"]
