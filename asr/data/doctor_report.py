@@ -93,7 +93,7 @@ def main(args) -> int:
     """`asr-data doctor` (args from asr.data.cli). Every manifest is checked even when an earlier one is unusable."""
     status, reports = 0, []
     tokenizer = None
-    if getattr(args, "tokenizer", None) is not None:
+    if args.tokenizer is not None:
         try:
             tokenizer = load_tokenizer(args.tokenizer)
         except (OSError, ValueError, KeyError) as exc:

@@ -24,7 +24,7 @@ from asr.audio import audio_info
 from asr.data.download import ArchiveError, download_file, safe_extract
 from asr.data.manifest import Utterance, write_manifest
 from asr.errors import UserError
-from asr.text import CharTokenizer, normalize
+from asr.text import CharTokenizer, normalize, save_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -257,5 +257,5 @@ def prepare(root: str | Path, subsets=None, out_dir: str | Path | None = None,
         base = out_dir.resolve()
         write_manifest(path, [replace(u, audio_filepath=os.path.relpath(u.audio_filepath, base)) for u in utts])
         written[name] = path
-    CharTokenizer().save(out_dir / "vocab.json")  # the vocabulary travels with the manifests
+    save_tokenizer(CharTokenizer(), out_dir / "vocab.json")  # the vocabulary travels with the manifests
     return written

@@ -42,7 +42,7 @@ from asr.data.manifest import write_manifest
 from asr.data.sentences import LICENSE, SOURCE, load_sentences, split_sentences
 from asr.data.tts import SAMPLE_RATE, Job, find_engines, render_to_file
 from asr.errors import UserError
-from asr.text import CharTokenizer
+from asr.text import CharTokenizer, save_tokenizer
 
 VERSION = 2  # bump whenever the same (preset, seed, minutes) would give different audio or text
 SPLITS = ("train", "dev", "test")
@@ -180,7 +180,7 @@ def _build(root: Path, p: Preset, key: dict, engines: dict, n_jobs: int, progres
         write_manifest(path, [replace(u, audio_filepath=os.path.relpath(u.audio_filepath, base))
                               for u in utts[split]])
     shutil.rmtree(work, ignore_errors=True)
-    CharTokenizer().save(root / "vocab.json")
+    save_tokenizer(CharTokenizer(), root / "vocab.json")
     # Language-model text: every sentence of the *training* pool (far more than the audio reads), never a
     # dev/test sentence, so an LM built from it is honest about the held-out splits.
     (root / "lm_text.txt").write_text("\n".join(sent.text for sent in pools["train"]) + "\n")

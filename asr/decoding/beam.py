@@ -75,15 +75,21 @@ class BeamHypothesis:
     score: float
 
 
-def flashlight_tokens(tokenizer: Tokenizer) -> list[str]:
-    """Our vocabulary as flashlight token names: "<blank>" -> BLANK_NAME, the word boundary (characters: " ") ->
-    SIL_NAME, same order (same ids)."""
-    taken = {BLANK_NAME, SIL_NAME} & set(tokenizer.vocab)
-    if taken:
-        raise UserError(f"vocabulary symbols {sorted(taken)} are reserved for flashlight's blank and silence names")
+def _flashlight_names(tokenizer: Tokenizer) -> dict[str, str]:
+    """Our symbols that flashlight knows by another name: "<blank>" -> BLANK_NAME, the word boundary (characters:
+    " ") -> SIL_NAME; every other symbol keeps its own."""
     names = {tokenizer.vocab[0]: BLANK_NAME}
     if tokenizer.word_boundary is not None:
         names[tokenizer.word_boundary] = SIL_NAME
+    return names
+
+
+def flashlight_tokens(tokenizer: Tokenizer) -> list[str]:
+    """Our vocabulary as flashlight token names, same order (same ids)."""
+    taken = {BLANK_NAME, SIL_NAME} & set(tokenizer.vocab)
+    if taken:
+        raise UserError(f"vocabulary symbols {sorted(taken)} are reserved for flashlight's blank and silence names")
+    names = _flashlight_names(tokenizer)
     return [names.get(tok, tok) for tok in tokenizer.vocab]
 
 
@@ -95,7 +101,7 @@ def silence_name(tokenizer: Tokenizer) -> str:
 def spell(word: str, tokenizer: Optional[Tokenizer] = None) -> list[str]:
     """Flashlight spelling of a word: characters then the boundary ("CAT" -> C A T |), or its pieces (▁CAT S)."""
     tokenizer = tokenizer or CharTokenizer()
-    names = {" ": SIL_NAME} if tokenizer.word_boundary is not None else {}
+    names = _flashlight_names(tokenizer)
     return [names.get(sym, sym) for sym in tokenizer.spell(word)]
 
 

@@ -5,12 +5,10 @@ scoring never rewards or punishes a formatting difference the model cannot learn
 """
 from __future__ import annotations
 
-import json
 import re
 import string
 import unicodedata
 from dataclasses import dataclass, field
-from pathlib import Path
 
 from asr.text.units import BLANK, Units
 
@@ -76,10 +74,3 @@ class CharTokenizer(Units):
     @classmethod
     def from_dict(cls, d: dict) -> "CharTokenizer":
         return cls(vocab=list(d["vocab"]))
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=1) + "\n")
-
-    @classmethod
-    def load(cls, path: str | Path) -> "CharTokenizer":
-        return cls.from_dict(json.loads(Path(path).read_text()))

@@ -19,7 +19,7 @@ from asr.data.cli import main as cli_main
 from asr.data.download import ArchiveError, DownloadError, UnsafeArchiveError
 from asr.data.manifest import read_manifest
 from asr.errors import UserError
-from asr.text import CharTokenizer, normalize
+from asr.text import CharTokenizer, load_tokenizer, normalize
 
 TOP_LEVEL = {"README.TXT": "LibriSpeech ASR corpus (test copy)\n", "CHAPTERS.TXT": ";ID |READER|MINUTES\n",
              "SPEAKERS.TXT": ";ID |SEX| SUBSET |MINUTES| NAME\n"}
@@ -234,7 +234,7 @@ def test_prepare_discovers_subsets_and_read_tree(librispeech_tree, tmp_path):
     direct = librispeech.read_tree(root / "dev-clean")
     assert all(Path(u.audio_filepath).is_absolute() for u in direct)
     assert [u.duration for u in direct] == [u.duration for u in read_manifest(out["dev-clean"])]
-    assert CharTokenizer.load(tmp_path / "m" / "vocab.json") == CharTokenizer()  # saved with the data
+    assert load_tokenizer(tmp_path / "m" / "vocab.json") == CharTokenizer()  # saved with the data
 
 
 def test_read_tree_rejects_duplicate_ids(librispeech_tree):

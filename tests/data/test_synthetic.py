@@ -16,7 +16,7 @@ from asr.data.cli import main as data_cli
 from asr.data.manifest import read_manifest
 from asr.data.sentences import WordNetMissing, load_sentences, split_sentences
 from asr.errors import UserError
-from asr.text import CharTokenizer, normalize
+from asr.text import CharTokenizer, load_tokenizer, normalize
 
 # Tests that synthesize (or read WordNet) need the engines; the checks made before any synthesis run anywhere.
 needs_tts = pytest.mark.skipif(not (shutil.which("espeak-ng") and shutil.which("flite")
@@ -137,7 +137,7 @@ def test_lm_text_covers_training_sentences_and_no_dev_or_test_sentence(corpus):
 def test_text_uses_only_tokenizer_characters_and_vocab_is_saved(corpus):
     root, _, utts = corpus
     tok = CharTokenizer()
-    assert CharTokenizer.load(root / "vocab.json").vocab == tok.vocab
+    assert load_tokenizer(root / "vocab.json").vocab == tok.vocab
     for split in SPLITS:
         for u in utts[split]:
             assert not tok.unknown_chars(u.text) and 1 <= len(u.text.split()) <= 8

@@ -7,7 +7,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from asr.text import BLANK, CharTokenizer, normalize
+from asr.text import BLANK, CharTokenizer, load_tokenizer, normalize, save_tokenizer
 
 
 @pytest.mark.parametrize("raw, expected", [
@@ -94,9 +94,9 @@ def test_unknown_characters():
 
 def test_save_load(tmp_path):
     tok = CharTokenizer(vocab=[BLANK, " ", "A", "B"])
-    tok.save(tmp_path / "vocab.json")
+    save_tokenizer(tok, tmp_path / "vocab.json")
     assert json.loads((tmp_path / "vocab.json").read_text()) == {"vocab": [BLANK, " ", "A", "B"]}
-    loaded = CharTokenizer.load(tmp_path / "vocab.json")
+    loaded = load_tokenizer(tmp_path / "vocab.json")
     assert loaded.vocab == tok.vocab and loaded.encode("AB A") == [2, 3, 1, 2]
     assert CharTokenizer.from_dict(CharTokenizer().to_dict()).vocab == CharTokenizer().vocab
 
