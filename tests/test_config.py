@@ -41,6 +41,7 @@ def test_mutable_defaults_are_not_shared():
     (lambda: ModelConfig(conv_channels=[32] * 4, conv_time_strides=[2, 2, 2, 2]), "model.conv_time_strides"),
     (lambda: ModelConfig(conv_channels=[32], conv_time_strides=[3]), "model.conv_time_strides"),
     (lambda: ModelConfig(conv_channels=[32, 32], conv_time_strides=[2]), "model.conv_time_strides"),
+    (lambda: ModelConfig(conv_channels=[32, 32], conv_time_strides=[1, 1], output_upsample=2), "model.output_upsample"),
     (lambda: ModelConfig(conv_channels=[32, 32], conv_freq_strides=[2]), "model.conv_freq_strides"),
     (lambda: ModelConfig(conv_channels=[32, 32], conv_freq_strides=[2, 3]), "model.conv_freq_strides"),
     (lambda: ModelConfig(rnn_type="transformer"), "model.rnn_type"),
@@ -74,7 +75,7 @@ def test_cross_field_errors_name_the_key(make, key):
 
 
 def test_error_states_the_legal_range():
-    with pytest.raises(ConfigError, match="must be 2, 4 or 8, got 16"):
+    with pytest.raises(ConfigError, match="must be 1, 2, 4 or 8, got 16"):
         ModelConfig(conv_channels=[8] * 4, conv_time_strides=[2, 2, 2, 2])
     with pytest.raises(ConfigError, match=r"max_batch_seconds \(120.0\)"):
         DataConfig(max_duration=121.0)
@@ -85,6 +86,7 @@ def test_legal_subsampling_layouts():
     assert ModelConfig(conv_channels=[32], conv_time_strides=[4]).subsampling == 4
     assert ModelConfig(conv_channels=[32, 32], conv_time_strides=[1, 4]).subsampling == 4
     assert ModelConfig(conv_channels=[32] * 3, conv_time_strides=[2, 2, 2]).subsampling == 8  # for subword pieces
+    assert ModelConfig(conv_channels=[32, 32], conv_time_strides=[1, 1]).subsampling == 1  # 10 ms recurrent frames
     assert ModelConfig(bidirectional=False, lookahead=3).lookahead == 3
 
 

@@ -185,10 +185,14 @@ class ModelConfig:
         sub = 1
         for s in self.conv_time_strides:
             sub *= s
-        check(sub in (2, 4, 8), "model.conv_time_strides", f"product (time subsampling) must be 2, 4 or 8, got {sub} "
-              "(8 suits model.tokenizer=sentencepiece: pieces are about half as many as characters)")
+        check(sub in (1, 2, 4, 8), "model.conv_time_strides", f"product (time subsampling) must be 1, 2, 4 or 8, got "
+              f"{sub} (1: the recurrent layers at the 10 ms feature rate; 8 suits model.tokenizer=sentencepiece: pieces "
+              "are about half as many as characters)")
         check(self.output_upsample in (1, 2), "model.output_upsample",
               f"must be 1 or 2 (CTC frames per encoder frame), got {self.output_upsample}")
+        check(self.output_upsample == 1 or sub >= 2, "model.output_upsample",
+              "needs model.conv_time_strides to subsample time (CTC frames cannot be finer than the 10 ms features); "
+              "set model.output_upsample=1")
         check(self.output_upsample == 1 or self.bidirectional, "model.output_upsample",
               "is not supported by streaming (unidirectional) models yet; set model.output_upsample=1")
         check(self.rnn_hidden >= 8 and self.rnn_layers >= 1, "model.rnn_hidden/rnn_layers", "must be >= 8 / >= 1")

@@ -50,6 +50,7 @@ VARIANTS = {
     "vgg_dnn": tiny(frontend="vgg", dnn_neurons=10, rnn_layers=3, inter_ctc_weight=0.3, self_condition=True),
     "vgg_one_pool": tiny(frontend="vgg", conv_channels=[4, 4], conv_time_strides=[1, 2], rnn_layers=1),
     "no_layer_norm": tiny(rnn_layer_norm=False),
+    "ten_ms": tiny(conv_time_strides=[1, 1]),  # no time subsampling: the recurrent layers at the feature rate
     "upsampled": tiny(output_upsample=2),
     "upsampled_self_conditioned": tiny(rnn_layers=3, inter_ctc_weight=0.3, self_condition=True, output_upsample=2,
                                        dnn_neurons=10),
@@ -57,7 +58,7 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("name", ["bilstm", "one_conv_x2", "three_convs_x2", "full_rate_first_conv", "vgg_dnn",
-                                  "vgg_one_pool", "upsampled"])
+                                  "vgg_one_pool", "upsampled", "ten_ms"])
 def test_output_lengths_exact_for_odd_and_even_lengths(name):
     model = build(VARIANTS[name])
     lengths = list(range(1, 51))
@@ -73,7 +74,7 @@ def test_output_lengths_exact_for_odd_and_even_lengths(name):
 
 @pytest.mark.parametrize("name", ["bilstm", "bigru", "lstm_lookahead", "three_convs_x2", "full_rate_first_conv",
                                   "self_conditioned", "vgg_dnn", "vgg_one_pool", "no_layer_norm", "upsampled",
-                                  "upsampled_self_conditioned"])
+                                  "upsampled_self_conditioned", "ten_ms"])
 def test_padded_batch_equals_each_utterance_alone(name):
     model = build(VARIANTS[name])
     x, L = padded_batch([37, 50, 12, 1, 2, 23, 49])
