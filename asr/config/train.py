@@ -182,9 +182,7 @@ class ModelConfig:
             check(len(self.conv_freq_strides) == len(self.conv_channels) and set(self.conv_freq_strides) <= {1, 2},
                   "model.conv_freq_strides", "must have one entry, 1 or 2, per model.conv_channels entry "
                   "(or be null: every conv halves the mel bins)")
-        sub = 1
-        for s in self.conv_time_strides:
-            sub *= s
+        sub = self.encoder_subsampling
         check(sub in (1, 2, 4, 8), "model.conv_time_strides", f"product (time subsampling) must be 1, 2, 4 or 8, got "
               f"{sub} (1: the recurrent layers at the 10 ms feature rate; 8 suits model.tokenizer=sentencepiece: pieces "
               "are about half as many as characters)")
