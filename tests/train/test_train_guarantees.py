@@ -34,7 +34,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 # No randomness anywhere in a step: no SpecAugment, no speed perturbation, no dropout, SortaGrad order.
 NO_RANDOMNESS = {"augment.spec_augment": "false", "augment.speed_perturb": "[]", "model.dropout": 0.0,
-                 "data.sortagrad": "true", "trainer.deterministic": "true"}
+                 "model.conv_dropout": 0.0, "data.sortagrad": "true", "trainer.deterministic": "true"}
 QUICK_DEV = {"data.dev_max_utterances": 2, "trainer.num_images": 0}
 
 
