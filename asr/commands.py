@@ -11,6 +11,7 @@ import sys
 from dataclasses import dataclass
 
 from asr.errors import stdout_closed_quietly
+from asr.signal_stack import ensure_alternate_signal_stack
 
 
 @dataclass(frozen=True)
@@ -78,6 +79,9 @@ def help_text(cmd: Command) -> str:
 
 
 def run(name: str) -> None:
+    """Every `asr-*` command starts here; its signal handlers (Ctrl-C's too) run on an alternate stack, never on
+    that of a native kernel they interrupt (asr/signal_stack.py)."""
+    ensure_alternate_signal_stack()
     cmd = COMMANDS[name]
     if any(a in ("-h", "--help") for a in sys.argv[1:]):
         stdout_closed_quietly(lambda: sys.stdout.write(help_text(cmd)))

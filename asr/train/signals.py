@@ -12,6 +12,8 @@ import signal
 import threading
 from typing import Iterator
 
+from asr.signal_stack import ensure_alternate_signal_stack
+
 log = logging.getLogger("asr.train")
 
 EXIT_PREEMPTED = 143  # 128 + SIGTERM: what schedulers (SLURM, k8s) expect from a job that checkpointed and left
@@ -29,6 +31,8 @@ def preemption_signals() -> Iterator[StopRequest]:
     """Handle SIGTERM/SIGUSR1 for the block, then restore the previous handlers (also on error).
 
     Outside the main thread Python cannot install handlers: then only a caller setting `requested` stops the run.
+    The handlers run on an alternate signal stack (asr/signal_stack.py): on the interrupted thread's own stack, a
+    SIGTERM that landed inside oneDNN's LSTM kernels corrupted the heap and killed the run it meant to save.
     """
     stop = StopRequest()
 
@@ -38,6 +42,7 @@ def preemption_signals() -> Iterator[StopRequest]:
 
     previous = {}
     if threading.current_thread() is threading.main_thread():
+        ensure_alternate_signal_stack()
         for sig in (signal.SIGTERM, signal.SIGUSR1):
             previous[sig] = signal.signal(sig, handler)
     try:
