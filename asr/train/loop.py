@@ -114,18 +114,21 @@ def _stop_reason(run: Components, state: TrainState, budget: Budget, stop: Optio
 def main(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
     """Train to completion (or budget / signal). Returns the final metrics; callable from tests.
 
-    Holds the run directory's lock (rank 0), and the SIGTERM/SIGUSR1 handlers for the training loop only; a full
-    disk or a read-only run directory is a one-line UserError naming the path (the checkpoints already written
-    stay intact: every write is atomic)."""
+    Holds the run directory's lock (rank 0), and the SIGTERM/SIGUSR1 handlers for this call only, from its first
+    line: a signal while the run is still being built (a torchrun launcher killed during start-up) is honoured at
+    the first step boundary, on every rank, instead of killing one rank outright and leaving its peers to fail in
+    their next collective with no checkpoint. A full disk or a read-only run directory is a one-line UserError
+    naming the path (the checkpoints already written stay intact: every write is atomic)."""
     cfg = to_object(cfg, TrainConfig)
     finished = False
     try:
         run_dir = rundir.resolve_run_dir(cfg)
         with contextlib.ExitStack() as scope:
+            stop = scope.enter_context(preemption_signals())
             if dist_utils.launched_rank() == 0:
                 scope.enter_context(rundir.exclusive(run_dir))
                 rundir.remove_stale_temp_files(run_dir / "checkpoints")
-            summary = _train(cfg, run_dir)
+            summary = _train(cfg, run_dir, stop)
         finished = True
         return summary
     except OSError as exc:
@@ -138,7 +141,7 @@ def main(cfg: DictConfig | TrainConfig | dict) -> dict[str, Any]:
         dist_utils.teardown(synchronize=finished)
 
 
-def _train(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
+def _train(cfg: TrainConfig, run_dir: Path, stop: StopRequest) -> dict[str, Any]:
     """Build, resume, run epochs until done, budget or signal; write summary.json. Returns the summary."""
     run = build(cfg, run_dir)
     with rundir.run_logging(run_dir, run.dist.is_main):
@@ -152,8 +155,7 @@ def _train(cfg: TrainConfig, run_dir: Path) -> dict[str, Any]:
             log.info("run dir: %s; %d training utterances (%.2f h); per rank %s", run_dir,
                      len(run.train_dataset.utts), run.train_hours, per_epoch)
         budget = Budget(cfg.trainer.max_minutes * 60 if cfg.trainer.max_minutes else None, carried=state.elapsed_s)
-        with preemption_signals() as stop, RunLog(run_dir, run.device, cfg.trainer.log_every,
-                                                    enabled=run.dist.is_main) as runlog:
+        with RunLog(run_dir, run.device, cfg.trainer.log_every, enabled=run.dist.is_main) as runlog:
             reason = _run_epochs(run, state, runlog, budget, stop)
             _write_hparams(cfg, state, runlog)
     summary = {"run_dir": str(run_dir), "steps": state.step, "epochs": state.epoch, "stopped_by": reason,

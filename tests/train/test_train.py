@@ -225,6 +225,27 @@ def test_cli_flags_before_overrides_and_sweeps(tmp_path, tiny_corpus):
     assert not (tmp_path / "run").exists()
 
 
+def test_a_signal_during_start_up_stops_at_the_first_step_with_a_checkpoint(tmp_path, tiny_corpus, monkeypatch):
+    """SIGTERM while the run is still being built (a launcher killed during start-up) used to meet Python's default
+    action: that rank died at once, and under torchrun its peers failed in their next collective with no checkpoint.
+    Now the handler is in place from main()'s first line, and the run stops at the first step boundary."""
+    from asr.train import loop
+    built = loop.build
+
+    def build_then_signal(*args, **kwargs):
+        run = built(*args, **kwargs)
+        os.kill(os.getpid(), signal.SIGTERM)
+        return run
+
+    monkeypatch.setattr(loop, "build", build_then_signal)
+    run = tmp_path / "early"
+    with pytest.raises(SystemExit) as exit_info:
+        loop.main(_cfg(tiny_corpus, run, **{"trainer.max_steps": 10_000, "trainer.max_epochs": 1000}))
+    assert exit_info.value.code == 143
+    assert [c.name for c in ckpt_io.list_checkpoints(run / "checkpoints")] == ["step-00000001.pt"]
+    assert "checkpoint written at step 1; exiting with status 143" in (run / "train.log").read_text()
+
+
 def test_signal_handlers_are_scoped_to_the_run(tmp_path, tiny_corpus):
     """main() installs SIGTERM/SIGUSR1 handlers for the run only and restores them, also when it fails."""
     from asr.errors import UserError
@@ -317,8 +338,10 @@ def test_ranks_stop_with_a_checkpoint_when_their_launcher_is_killed(tmp_path, ti
               "trainer.max_steps": 100_000, "trainer.max_epochs": 100_000, "trainer.val_every_epochs": 100_000}
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "asr.train.loop"]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    launcher = subprocess.Popen([*cmd, *tiny_train_overrides(tiny_corpus, run, **common)], cwd=ROOT, env=env,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    output = tmp_path / "ranks.out"  # the ranks inherit it: their tracebacks, should one die
+    with output.open("w") as out:
+        launcher = subprocess.Popen([*cmd, *tiny_train_overrides(tiny_corpus, run, **common)], cwd=ROOT, env=env,
+                                    stdout=out, stderr=subprocess.STDOUT)
     ranks: list[int] = []
     try:
         _wait_until(lambda: (run / "metrics.jsonl").exists(), launcher, "the first logged step")
@@ -337,7 +360,7 @@ def test_ranks_stop_with_a_checkpoint_when_their_launcher_is_killed(tmp_path, ti
             with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
     log = (run / "train.log").read_text()
-    assert "received signal 15" in log and "checkpoint written at step" in log
+    assert "received signal 15" in log and "checkpoint written at step" in log, log + output.read_text()
     with rundir.exclusive(run):  # the lock is free: a new launch would resume
         pass
 
