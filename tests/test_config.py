@@ -39,7 +39,7 @@ def test_mutable_defaults_are_not_shared():
 
 @pytest.mark.parametrize("make, key", [
     (lambda: ModelConfig(conv_channels=[32] * 4, conv_time_strides=[2, 2, 2, 2]), "model.conv_time_strides"),
-    (lambda: ModelConfig(conv_channels=[32], conv_time_strides=[3]), "model.conv_time_strides"),
+    (lambda: ModelConfig(conv_channels=[32], conv_time_strides=[5]), "model.conv_time_strides"),
     (lambda: ModelConfig(conv_channels=[32, 32], conv_time_strides=[2]), "model.conv_time_strides"),
     (lambda: ModelConfig(conv_channels=[32, 32], conv_time_strides=[1, 1], output_upsample=2), "model.output_upsample"),
     (lambda: ModelConfig(conv_channels=[32, 32], conv_freq_strides=[2]), "model.conv_freq_strides"),
@@ -75,7 +75,7 @@ def test_cross_field_errors_name_the_key(make, key):
 
 
 def test_error_states_the_legal_range():
-    with pytest.raises(ConfigError, match="must be 1, 2, 4 or 8, got 16"):
+    with pytest.raises(ConfigError, match="must be 1, 2, 3, 4, 6 or 8, got 16"):
         ModelConfig(conv_channels=[8] * 4, conv_time_strides=[2, 2, 2, 2])
     with pytest.raises(ConfigError, match=r"max_batch_seconds \(120.0\)"):
         DataConfig(max_duration=121.0)
@@ -87,6 +87,8 @@ def test_legal_subsampling_layouts():
     assert ModelConfig(conv_channels=[32, 32], conv_time_strides=[1, 4]).subsampling == 4
     assert ModelConfig(conv_channels=[32] * 3, conv_time_strides=[2, 2, 2]).subsampling == 8  # for subword pieces
     assert ModelConfig(conv_channels=[32, 32], conv_time_strides=[1, 1]).subsampling == 1  # 10 ms recurrent frames
+    assert ModelConfig(conv_channels=[32, 32], conv_time_strides=[3, 1]).subsampling == 3  # 30 ms recurrent frames
+    assert ModelConfig(conv_channels=[32, 32], conv_time_strides=[2, 3]).subsampling == 6
     assert ModelConfig(bidirectional=False, lookahead=3).lookahead == 3
 
 

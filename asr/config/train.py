@@ -183,9 +183,9 @@ class ModelConfig:
                   "model.conv_freq_strides", "must have one entry, 1 or 2, per model.conv_channels entry "
                   "(or be null: every conv halves the mel bins)")
         sub = self.encoder_subsampling
-        check(sub in (1, 2, 4, 8), "model.conv_time_strides", f"product (time subsampling) must be 1, 2, 4 or 8, got "
-              f"{sub} (1: the recurrent layers at the 10 ms feature rate; 8 suits model.tokenizer=sentencepiece: pieces "
-              "are about half as many as characters)")
+        check(sub in (1, 2, 3, 4, 6, 8), "model.conv_time_strides", f"product (time subsampling) must be 1, 2, 3, 4, 6 "
+              f"or 8, got {sub} (1: the recurrent layers at the 10 ms feature rate; 3: 30 ms frames; 8 suits "
+              "model.tokenizer=sentencepiece: pieces are about half as many as characters)")
         check(self.output_upsample in (1, 2), "model.output_upsample",
               f"must be 1 or 2 (CTC frames per encoder frame), got {self.output_upsample}")
         check(self.output_upsample == 1 or sub >= 2, "model.output_upsample",

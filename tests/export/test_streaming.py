@@ -101,12 +101,14 @@ FULL_RATE_FIRST_CONV = ["model.conv_channels=[16,32,32]", "model.conv_time_strid
                         "model.conv_freq_strides=[2,1,2]"]
 
 
-@pytest.mark.parametrize("overrides", [[], ["model.self_condition=true"], FULL_RATE_FIRST_CONV])
+@pytest.mark.parametrize("overrides", [[], ["model.self_condition=true"], FULL_RATE_FIRST_CONV,
+                                       ["model.conv_time_strides=[3,1]"]])
 def test_the_streaming_preset_itself_streams(tmp_path, overrides):
     """model=streaming as shipped (4 x LSTM-384, lookahead 5, unnormalised features; seeded random weights: the
     arithmetic of its windows, state and lookahead does not depend on training) through the ONNX streaming step;
     with self-conditioned CTC, whose conditioning the step must apply after the same layer; and with a conv
-    front-end whose first layer keeps the full frame rate and the last two their own mel strides."""
+    front-end whose first layer keeps the full frame rate and the last two their own mel strides; and with 30 ms
+    frames (a stride of 3, whose windows do not start on even frames)."""
     from conftest import compose_train
 
     from asr.config import TrainConfig, to_object

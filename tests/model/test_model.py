@@ -51,6 +51,8 @@ VARIANTS = {
     "vgg_one_pool": tiny(frontend="vgg", conv_channels=[4, 4], conv_time_strides=[1, 2], rnn_layers=1),
     "no_layer_norm": tiny(rnn_layer_norm=False),
     "ten_ms": tiny(conv_time_strides=[1, 1]),  # no time subsampling: the recurrent layers at the feature rate
+    "thirty_ms": tiny(conv_time_strides=[3, 1]),  # an odd stride: the kernel's padding no longer splits evenly
+    "sixty_ms": tiny(conv_time_strides=[2, 3]),
     "upsampled": tiny(output_upsample=2),
     "upsampled_self_conditioned": tiny(rnn_layers=3, inter_ctc_weight=0.3, self_condition=True, output_upsample=2,
                                        dnn_neurons=10),
@@ -58,7 +60,7 @@ VARIANTS = {
 
 
 @pytest.mark.parametrize("name", ["bilstm", "one_conv_x2", "three_convs_x2", "full_rate_first_conv", "vgg_dnn",
-                                  "vgg_one_pool", "upsampled", "ten_ms"])
+                                  "vgg_one_pool", "upsampled", "ten_ms", "thirty_ms", "sixty_ms"])
 def test_output_lengths_exact_for_odd_and_even_lengths(name):
     model = build(VARIANTS[name])
     lengths = list(range(1, 51))
@@ -74,7 +76,7 @@ def test_output_lengths_exact_for_odd_and_even_lengths(name):
 
 @pytest.mark.parametrize("name", ["bilstm", "bigru", "lstm_lookahead", "three_convs_x2", "full_rate_first_conv",
                                   "self_conditioned", "vgg_dnn", "vgg_one_pool", "no_layer_norm", "upsampled",
-                                  "upsampled_self_conditioned", "ten_ms"])
+                                  "upsampled_self_conditioned", "ten_ms", "thirty_ms", "sixty_ms"])
 def test_padded_batch_equals_each_utterance_alone(name):
     model = build(VARIANTS[name])
     x, L = padded_batch([37, 50, 12, 1, 2, 23, 49])
