@@ -51,7 +51,7 @@ VARIANTS = {
     "vgg_one_pool": tiny(frontend="vgg", conv_channels=[4, 4], conv_time_strides=[1, 2], rnn_layers=1),
     "no_layer_norm": tiny(rnn_layer_norm=False),
     "ten_ms": tiny(conv_time_strides=[1, 1]),  # no time subsampling: the recurrent layers at the feature rate
-    "thirty_ms": tiny(conv_time_strides=[3, 1]),  # an odd stride: the kernel's padding no longer splits evenly
+    "thirty_ms": tiny(conv_time_strides=[3, 1]),  # an odd stride: most lengths are not a multiple of it
     "sixty_ms": tiny(conv_time_strides=[2, 3]),
     "upsampled": tiny(output_upsample=2),
     "upsampled_self_conditioned": tiny(rnn_layers=3, inter_ctc_weight=0.3, self_condition=True, output_upsample=2,
