@@ -45,6 +45,7 @@ def test_mutable_defaults_are_not_shared():
     (lambda: ModelConfig(conv_channels=[32, 32], conv_freq_strides=[2]), "model.conv_freq_strides"),
     (lambda: ModelConfig(conv_channels=[32, 32], conv_freq_strides=[2, 3]), "model.conv_freq_strides"),
     (lambda: ModelConfig(rnn_type="transformer"), "model.rnn_type"),
+    (lambda: ModelConfig(rnn_init="xavier"), "model.rnn_init"),
     (lambda: ModelConfig(tokenizer="bpe"), "model.tokenizer"),
     (lambda: ModelConfig(piece_model="wordpiece"), "model.piece_model"),
     (lambda: ModelConfig(vocab_size=20), "model.vocab_size"),

@@ -31,6 +31,7 @@ from asr.config.train import (
     Normalize,
     OptimConfig,
     Precision,
+    RNNInit,
     RNNType,
     Schedule,
     TrainConfig,
@@ -41,7 +42,7 @@ __all__ = ["Choice", "ConfigError", "check", "config_dir", "to_container", "to_o
            "DATASETS", "DECODERS", "Backend", "BeamConfig", "Decoder", "EvalConfig", "InferenceConfig",
            "TranscribeConfig", "ServeConfig",
            "AugmentConfig", "DataConfig", "FeatureConfig", "ModelConfig", "Normalize", "OptimConfig", "Precision",
-           "RNNType", "Schedule", "TrainConfig", "TrainerConfig"]
+           "RNNInit", "RNNType", "Schedule", "TrainConfig", "TrainerConfig"]
 
 
 def register_configs() -> None:

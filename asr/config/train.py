@@ -29,6 +29,11 @@ class RNNType(Choice):
     gru = "gru"
 
 
+class RNNInit(Choice):
+    uniform = "uniform"  # PyTorch's default: every weight uniform in +-1/sqrt(hidden)
+    orthogonal = "orthogonal"  # recurrent weights (weight_hh) orthogonal, as SpeechBrain's RNNs (`rnn_init`)
+
+
 class FrontEnd(Choice):
     conv = "conv"  # one strided 3 x 3 conv per model.conv_channels entry, BatchNorm, Hardtanh (DeepSpeech2)
     vgg = "vgg"  # per entry a block of two 3 x 3 convs, LayerNorm, LeakyReLU, then max-pool (SpeechBrain's CRDNN)
@@ -146,6 +151,7 @@ class ModelConfig:
     conv_freq_strides: Optional[list[int]] = None  # mel-axis stride per conv (1 or 2); None = 2 for every conv
     conv_dropout: float = 0.0  # Dropout2d (whole channels) after each conv layer / vgg block (CRDNN: 0.15)
     rnn_type: RNNType = RNNType.lstm  # lstm or gru
+    rnn_init: RNNInit = RNNInit.uniform  # recurrent weights at the start: uniform (PyTorch's) or orthogonal
     rnn_hidden: int = 256  # hidden units per direction
     rnn_layers: int = 3  # stacked recurrent layers
     rnn_layer_norm: bool = True  # LayerNorm on each recurrent layer's output (SpeechBrain's CRDNN has none)
@@ -168,6 +174,7 @@ class ModelConfig:
 
     def __post_init__(self) -> None:
         self.rnn_type = RNNType.parse(self.rnn_type, "model.rnn_type")
+        self.rnn_init = RNNInit.parse(self.rnn_init, "model.rnn_init")
         self.tokenizer = Units.parse(self.tokenizer, "model.tokenizer")
         self.piece_model = PieceModel.parse(self.piece_model, "model.piece_model")
         check(self.vocab_size >= 32, "model.vocab_size", f"must be >= 32 (the 27 characters need a piece each), got "

@@ -48,7 +48,7 @@ class RecurrentLayer(nn.Module):
     """
 
     def __init__(self, rnn_type: str, d_in: int, hidden: int, bidirectional: bool, dropout: float,
-                 layer_norm: bool = True):
+                 layer_norm: bool = True, init: str = "uniform"):
         super().__init__()
         rnn_cls = nn.LSTM if rnn_type == "lstm" else nn.GRU
         self.fwd = rnn_cls(d_in, hidden, batch_first=True)
@@ -56,6 +56,11 @@ class RecurrentLayer(nn.Module):
         self.out_dim = hidden * (2 if bidirectional else 1)
         self.norm = nn.LayerNorm(self.out_dim) if layer_norm else nn.Identity()
         self.dropout = nn.Dropout(dropout)
+        if init == "orthogonal":
+            # The whole (gates x H, H) recurrent matrix gets orthonormal columns, as SpeechBrain's `rnn_init`.
+            for rnn in (self.fwd, self.bwd):
+                if rnn is not None:
+                    nn.init.orthogonal_(rnn.weight_hh_l0)
         if rnn_type == "lstm":
             # Forget-gate bias 1 (gate order i, f, g, o): remember by default early in training
             # (Jozefowicz et al. 2015, "An Empirical Exploration of Recurrent Network Architectures").
@@ -145,7 +150,7 @@ class AcousticModel(nn.Module):
         layers, d = [], self.conv.out_dim
         for _ in range(cfg.rnn_layers):
             layers.append(RecurrentLayer(cfg.rnn_type, d, cfg.rnn_hidden, cfg.bidirectional, cfg.dropout,
-                                         cfg.rnn_layer_norm))
+                                         cfg.rnn_layer_norm, cfg.rnn_init))
             d = layers[-1].out_dim
         self.rnns = nn.ModuleList(layers)
         self.lookahead = Lookahead(d, cfg.lookahead) if cfg.lookahead > 0 else None

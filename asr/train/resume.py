@@ -27,9 +27,9 @@ from asr.train.state import TrainState
 log = logging.getLogger("asr.train")
 
 # Keys that may change between a checkpoint and its resumed run without changing what the weights mean: dropout,
-# the label, and the intermediate CTC loss weight (a term of the objective, not of the network: fine-tuning with
-# another weight is a resume like any other changed setting).
-_FREE_MODEL_KEYS = {"model.dropout", "model.name", "model.inter_ctc_weight"}
+# the label, the intermediate CTC loss weight (a term of the objective, not of the network: fine-tuning with
+# another weight is a resume like any other changed setting), and how the recurrent weights were initialised.
+_FREE_MODEL_KEYS = {"model.dropout", "model.name", "model.inter_ctc_weight", "model.rnn_init"}
 
 
 def flatten(tree: Any, prefix: str = "") -> dict[str, Any]:

@@ -110,6 +110,24 @@ def test_recurrent_layer_norm_can_be_left_out():
     assert all(isinstance(layer.norm, torch.nn.Identity) for layer in without.rnns)
 
 
+@pytest.mark.parametrize("rnn_type, gates", [("lstm", 4), ("gru", 3)])
+def test_orthogonal_init_gives_the_recurrent_matrices_orthonormal_columns(rnn_type, gates):
+    """model.rnn_init=orthogonal (SpeechBrain's `rnn_init`): each direction's (gates x H, H) weight_hh has
+    orthonormal columns; PyTorch's uniform default has not. The LSTM keeps its forget-gate bias of 1."""
+    H = 12
+    ortho = build(tiny(rnn_type=rnn_type, rnn_init="orthogonal"))
+    for layer in ortho.rnns:
+        for rnn in (layer.fwd, layer.bwd):
+            w = rnn.weight_hh_l0.detach()
+            assert w.shape == (gates * H, H)
+            torch.testing.assert_close(w.T @ w, torch.eye(H), atol=1e-5, rtol=0)
+            if rnn_type == "lstm":
+                assert bool((rnn.bias_ih_l0[H:2 * H] == 1).all())
+    w = build(tiny(rnn_type=rnn_type)).rnns[0].fwd.weight_hh_l0.detach()
+    assert float((w.T @ w - torch.eye(H)).abs().max()) > 0.1
+    assert float(w.abs().max()) <= 1 / H ** 0.5
+
+
 @pytest.mark.parametrize("frontend", ["conv", "vgg"])
 def test_conv_dropout_drops_whole_channels_of_an_utterance_in_training_only(frontend):
     """model.conv_dropout (CRDNN's Dropout2d): in training each (utterance, channel) map is zeroed whole or kept and

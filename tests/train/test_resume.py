@@ -123,9 +123,11 @@ def test_resume_reports_changed_keys_and_refuses_a_model_change(tmp_path, tiny_c
     lr = _cfg(tiny_corpus, run).optim.lr
     assert "2 changed setting(s)" in caplog.text and f"optim.lr: {lr!r} -> 0.002" in caplog.text
     assert "trainer.max_steps: 2 -> 4" in caplog.text
-    main(_cfg(tiny_corpus, run, **FAST, **{"trainer.max_steps": 6, "optim.lr": 2e-3, "model.inter_ctc_weight": 0.5}))
+    main(_cfg(tiny_corpus, run, **FAST, **{"trainer.max_steps": 6, "optim.lr": 2e-3, "model.inter_ctc_weight": 0.5,
+                                           "model.rnn_init": "orthogonal"}))
     weight = _cfg(tiny_corpus, run).model.inter_ctc_weight
     assert f"model.inter_ctc_weight: {weight!r} -> 0.5" in caplog.text  # a loss weight, not the network: resumed
+    assert "model.rnn_init: 'uniform' -> 'orthogonal'" in caplog.text  # how the weights began: resumed
     assert json.loads((run / "summary.json").read_text())["steps"] == 6
     with pytest.raises(CheckpointError, match=r"model\.rnn_hidden 64 -> 96"):
         main(_cfg(tiny_corpus, run, **FAST, **{"trainer.max_steps": 8, "model.rnn_hidden": 96}))
