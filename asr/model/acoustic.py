@@ -56,19 +56,18 @@ class RecurrentLayer(nn.Module):
         self.out_dim = hidden * (2 if bidirectional else 1)
         self.norm = nn.LayerNorm(self.out_dim) if layer_norm else nn.Identity()
         self.dropout = nn.Dropout(dropout)
-        if init == "orthogonal":
-            # The whole (gates x H, H) recurrent matrix gets orthonormal columns, as SpeechBrain's `rnn_init`.
-            for rnn in (self.fwd, self.bwd):
-                if rnn is not None:
-                    nn.init.orthogonal_(rnn.weight_hh_l0)
-        if rnn_type == "lstm":
-            # Forget-gate bias 1 (gate order i, f, g, o): remember by default early in training
-            # (Jozefowicz et al. 2015, "An Empirical Exploration of Recurrent Network Architectures").
-            for rnn in (self.fwd, self.bwd):
-                if rnn is not None:
-                    with torch.no_grad():
-                        rnn.bias_ih_l0[hidden:2 * hidden].fill_(1.0)
-                        rnn.bias_hh_l0[hidden:2 * hidden].zero_()
+        for rnn in (self.fwd, self.bwd):
+            if rnn is None:
+                continue
+            if init == "orthogonal":
+                # The whole (gates x H, H) recurrent matrix gets orthonormal columns, as SpeechBrain's `rnn_init`.
+                nn.init.orthogonal_(rnn.weight_hh_l0)
+            if rnn_type == "lstm":
+                # Forget-gate bias 1 (gate order i, f, g, o): remember by default early in training
+                # (Jozefowicz et al. 2015, "An Empirical Exploration of Recurrent Network Architectures").
+                with torch.no_grad():
+                    rnn.bias_ih_l0[hidden:2 * hidden].fill_(1.0)
+                    rnn.bias_hh_l0[hidden:2 * hidden].zero_()
 
     def step(self, x: torch.Tensor, h: torch.Tensor, c: torch.Tensor
              ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
