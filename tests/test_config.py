@@ -64,6 +64,7 @@ def test_mutable_defaults_are_not_shared():
     (lambda: OptimConfig(warmup_steps=100, total_steps=100), "optim.total_steps"),
     (lambda: OptimConfig(betas=[0.9]), "optim.betas"),
     (lambda: OptimConfig(schedule="step"), "optim.schedule"),
+    (lambda: OptimConfig(schedule="wsd", decay_frac=0.0), "optim.decay_frac"),
     (lambda: TrainerConfig(precision="fp8"), "trainer.precision"),
     (lambda: TrainerConfig(max_steps=0), "trainer.max_steps"),
 ])

@@ -47,6 +47,7 @@ class Order(Choice):
 class Schedule(Choice):
     onecycle = "onecycle"  # linear warm-up, cosine decay to optim.final_lr_frac
     noam = "noam"  # linear warm-up, inverse square root
+    wsd = "wsd"  # linear warm-up, the peak held, linear decay to optim.final_lr_frac over the last optim.decay_frac
 
 
 class Precision(Choice):
@@ -244,10 +245,12 @@ class OptimConfig:
     lr: float = 1.5e-3  # peak learning rate
     weight_decay: float = 1e-2  # AdamW decoupled weight decay
     betas: list[float] = field(default_factory=lambda: [0.9, 0.98])  # AdamW betas
-    schedule: Schedule = Schedule.onecycle  # onecycle (linear warm-up, cosine decay) or noam (warm-up, 1/sqrt)
+    schedule: Schedule = Schedule.onecycle  # onecycle (warm-up, cosine decay), noam (warm-up, 1/sqrt) or wsd
+    # (warm-up, stable at the peak, linear decay over the last decay_frac)
     warmup_steps: int = 300  # steps of linear warm-up
     total_steps: Optional[int] = None  # decay horizon for onecycle; null = estimated from epochs x batches
-    final_lr_frac: float = 0.02  # onecycle floor as a fraction of lr
+    final_lr_frac: float = 0.02  # onecycle / wsd floor as a fraction of lr
+    decay_frac: float = 0.2  # wsd: the last fraction of the run that decays from the peak to the floor
     grad_clip: float = 5.0  # max global grad norm
     accum_steps: int = 1  # gradient accumulation (batches per optimizer step)
 
@@ -260,6 +263,7 @@ class OptimConfig:
         check(self.total_steps is None or self.total_steps > self.warmup_steps, "optim.total_steps",
                "must be > optim.warmup_steps")
         check(0 <= self.final_lr_frac <= 1, "optim.final_lr_frac", "must be in [0, 1]")
+        check(0 < self.decay_frac <= 1, "optim.decay_frac", "must be in (0, 1] (1 = a linear decay from the start)")
         check(self.grad_clip > 0, "optim.grad_clip", "must be > 0")
         check(self.accum_steps >= 1, "optim.accum_steps", "must be >= 1")
 

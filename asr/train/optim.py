@@ -1,4 +1,4 @@
-"""AdamW and the learning-rate schedules (warm-up then decay).
+"""AdamW and the learning-rate schedules (warm-up then decay: cosine, inverse square root, or held then linear).
 
 The schedule is a pure function of *progress*, so a resumed run recomputes the exact same learning rate.
 Progress is `step / total_steps`, or, under a wall-clock budget (`trainer.max_minutes`), the larger of that
@@ -31,6 +31,8 @@ def lr_at(cfg: OptimConfig, step: int, progress: float) -> float:
         return cfg.lr * math.sqrt(max(warm, 1) / (step + 1))
     floor = cfg.lr * cfg.final_lr_frac
     p = min(max(progress, 0.0), 1.0)
+    if cfg.schedule == "wsd":  # the peak until 1 - decay_frac of the run, then a straight line to the floor
+        return floor + (cfg.lr - floor) * min(1.0, (1.0 - p) / cfg.decay_frac)
     return floor + 0.5 * (cfg.lr - floor) * (1 + math.cos(math.pi * p))
 
 
