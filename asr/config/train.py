@@ -248,7 +248,7 @@ class OptimConfig:
     schedule: Schedule = Schedule.onecycle  # onecycle (warm-up, cosine decay), noam (warm-up, 1/sqrt) or wsd
     # (warm-up, stable at the peak, linear decay over the last decay_frac)
     warmup_steps: int = 300  # steps of linear warm-up
-    total_steps: Optional[int] = None  # decay horizon for onecycle; null = estimated from epochs x batches
+    total_steps: Optional[int] = None  # decay horizon for onecycle and wsd; null = estimated from epochs x batches
     final_lr_frac: float = 0.02  # onecycle / wsd floor as a fraction of lr
     decay_frac: float = 0.2  # wsd: the last fraction of the run that decays from the peak to the floor
     grad_clip: float = 5.0  # max global grad norm
